@@ -1,0 +1,1 @@
+"""Celery app, tasks, settings, database access and the `backfill` command line."""

@@ -1,0 +1,68 @@
+"""Database connections: SQLAlchemy Core engines over psycopg 3.
+
+Connections are made by psycopg from the libpq URL as given, so multi-host URLs with
+`target_session_attrs=read-write` work and follow a promoted standby after failover.
+Every connection of ours starts with `app.is_system_admin = true`: a session of this
+tool is never silently filtered by row-level security. Tenant-scoped batches narrow it
+with `SET LOCAL` inside their own transaction.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool, QueuePool
+
+from worker.settings import redact
+
+__all__ = ["DatabaseUnavailable", "create_db_engine", "libpq_url", "ping"]
+
+SYSTEM_ADMIN_OPTIONS = "-c app.is_system_admin=true"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (runtime failure, exit 1)."""
+
+
+def libpq_url(url: str) -> str:
+    """Turn a SQLAlchemy-style URL into a libpq one (drops the `+psycopg` driver part)."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
+def create_db_engine(
+    url: str,
+    *,
+    application_name: str = "backfill",
+    pooled: bool = True,
+    connect_timeout: int = 5,
+) -> sa.Engine:
+    """An engine whose connections are made by psycopg from `url` (multi-host aware)."""
+    conninfo = libpq_url(url)
+
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(
+            conninfo,
+            application_name=application_name,
+            connect_timeout=connect_timeout,
+            options=SYSTEM_ADMIN_OPTIONS,
+        )
+
+    pool_args: dict[str, object] = (
+        {"poolclass": QueuePool, "pool_size": 2, "max_overflow": 4, "pool_pre_ping": True}
+        if pooled
+        else {"poolclass": NullPool}
+    )
+    return sa.create_engine("postgresql+psycopg://", creator=connect, **pool_args)  # type: ignore[arg-type]
+
+
+def ping(engine: sa.Engine, url: str) -> None:
+    """Fail with `DatabaseUnavailable` (password redacted) when the database is unreachable."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(f"cannot connect to the database at {redact(url)}: {reason}") from None
