@@ -1,0 +1,1 @@
+"""Test-only helpers: real servers, template databases, worker processes."""

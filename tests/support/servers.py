@@ -1,0 +1,88 @@
+"""Real PostgreSQL and Redis for the test session.
+
+With `DATABASE_URL` / `REDIS_URL` set, those servers are used (tests create and drop
+their own databases and use their own Redis key namespace). Unset, embedded real
+servers are started once per session and stopped by pid at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from worker.db import libpq_url
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+
+
+def server_url(database_url: str, dbname: str) -> str:
+    """`database_url` pointed at another database on the same server."""
+    info = psycopg.conninfo.conninfo_to_dict(libpq_url(database_url))
+    info["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def as_url(conninfo: str) -> str:
+    """A `postgresql://` URL for a key=value conninfo (for the CLI and SQLAlchemy)."""
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    user = info.get("user", "postgres")
+    password = f":{info['password']}" if info.get("password") else ""
+    host = info.get("host", "127.0.0.1")
+    port = info.get("port", "5432")
+    return f"postgresql://{user}{password}@{host}:{port}/{info['dbname']}"
+
+
+@contextmanager
+def postgres_server(tmp: Path) -> Iterator[str]:
+    """Admin URL (database `postgres`) of the session's server."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield as_url(server_url(external, "postgres"))
+        return
+    server = EmbeddedPostgres(tmp / "pg")
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.destroy()
+
+
+@contextmanager
+def redis_server(tmp: Path) -> Iterator[str]:
+    """URL of the session's Redis."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedRedis(tmp / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """CREATE DATABASE `name` [TEMPLATE template]; returns its URL."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+        conn.execute(query)
+    return as_url(server_url(admin_url, name))
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """DROP DATABASE ... WITH (FORCE), ignoring a missing one."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def unique_name(prefix: str) -> str:
+    """A database or namespace name unlikely to collide with a concurrent run."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
