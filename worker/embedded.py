@@ -15,13 +15,21 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "free_port", "postgres_bin_dir"]
+__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "free_port", "postgres_bin_dir", "scratch_dir"]
 
 _SERVICE_USER = "backfillpg"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory under the system temporary directory, traversable by any user."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
 
 
 def free_port() -> int:
@@ -102,9 +110,10 @@ class EmbeddedPostgres:
         user = _service_user()
         if user:
             shutil.chown(self.data_dir, user, user)
-            for parent in self.data_dir.parents:
-                if parent.stat().st_mode & 0o001 == 0 and str(parent).startswith("/tmp"):
-                    parent.chmod(parent.stat().st_mode | 0o005)
+            closed = [p for p in self.data_dir.resolve().parents if not p.stat().st_mode & 0o001]
+            if closed:
+                raise RuntimeError(f"{closed[0]} is not traversable by the unprivileged user {user!r} that "
+                                   f"PostgreSQL runs as; put the data directory elsewhere (e.g. under /tmp)")
         if not (self.data_dir / "PG_VERSION").exists():
             self._run("initdb", "-A", "trust", "-U", "postgres", "-E", "UTF8", "-D", str(self.data_dir))
 
@@ -158,6 +167,8 @@ class EmbeddedPostgres:
         """Stop the server and delete its data directory."""
         self.stop(mode="immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.data_dir.parent.name.startswith("backfill-") and not any(self.data_dir.parent.iterdir()):
+            self.data_dir.parent.rmdir()
 
 
 @dataclass

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from worker.db import libpq_url
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 
 
 def server_url(database_url: str, dbname: str) -> str:
@@ -44,7 +44,7 @@ def postgres_server(tmp: Path) -> Iterator[str]:
     if external:
         yield as_url(server_url(external, "postgres"))
         return
-    server = EmbeddedPostgres(tmp / "pg")
+    server = EmbeddedPostgres(scratch_dir("backfill-test-") / "pg")
     server.start()
     try:
         yield server.url()
