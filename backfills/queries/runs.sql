@@ -1,0 +1,99 @@
+-- Durable run records (backfill.runs, backfill.progress, backfill.row_errors), used by
+-- backfills.runs.RunStore. Keys and cursors are JSON arrays of text; bind parameters
+-- are cast explicitly (`CAST(:p AS type)`, never `:p::type`, which sa.text() misreads).
+
+-- name: create_run
+INSERT INTO backfill.runs (backfill, state, options, tenant, parent_run_id, rows_estimate)
+VALUES (:backfill, 'queued', CAST(:options AS jsonb), CAST(:tenant AS uuid),
+        CAST(:parent_run_id AS uuid), CAST(:rows_estimate AS bigint))
+RETURNING id::text AS id;
+
+-- name: create_part
+INSERT INTO backfill.progress (run_id, part, lower_key, upper_key, cursor)
+VALUES (CAST(:run_id AS uuid), :part, CAST(:lower_key AS jsonb), CAST(:upper_key AS jsonb),
+        CAST(:lower_key AS jsonb));
+
+-- name: lock_parent
+SELECT 1 FROM backfill.runs WHERE id = CAST(:id AS uuid) FOR KEY SHARE;
+
+-- name: active_run_for_backfill
+SELECT id::text AS id, state
+FROM backfill.runs
+WHERE backfill = :backfill AND state = ANY (CAST(:states AS text[]));
+
+-- name: get_run
+SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
+       parent_run_id::text AS parent_run_id, rows_estimate, last_error,
+       created_at, started_at, finished_at, updated_at
+FROM backfill.runs
+WHERE id = CAST(:id AS uuid);
+
+-- name: list_runs
+SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
+       parent_run_id::text AS parent_run_id, rows_estimate, last_error,
+       created_at, started_at, finished_at, updated_at
+FROM backfill.runs
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: active_runs
+SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
+       parent_run_id::text AS parent_run_id, rows_estimate, last_error,
+       created_at, started_at, finished_at, updated_at
+FROM backfill.runs
+WHERE state = ANY (CAST(:states AS text[]))
+ORDER BY created_at, id;
+
+-- name: get_parts
+SELECT run_id::text AS run_id, part, lower_key, upper_key, cursor, done,
+       rows_processed, rows_scanned, batches, row_errors, updated_at
+FROM backfill.progress
+WHERE run_id = ANY (CAST(:ids AS uuid[]))
+ORDER BY run_id, part;
+
+-- name: lock_run
+SELECT state FROM backfill.runs WHERE id = CAST(:id AS uuid) FOR UPDATE;
+
+-- name: set_state
+UPDATE backfill.runs
+SET state = :state,
+    started_at = CASE WHEN CAST(:starts AS boolean) THEN coalesce(started_at, now())
+                      ELSE started_at END,
+    finished_at = CASE WHEN CAST(:finishes AS boolean) THEN now() ELSE finished_at END,
+    last_error = coalesce(CAST(:error AS text), last_error),
+    updated_at = now()
+WHERE id = CAST(:id AS uuid);
+
+-- name: update_options
+UPDATE backfill.runs
+SET options = CAST(:options AS jsonb), updated_at = now()
+WHERE id = CAST(:id AS uuid);
+
+-- name: mark_part_done
+UPDATE backfill.progress
+SET done = true, updated_at = now()
+WHERE run_id = CAST(:run_id AS uuid) AND part = :part
+RETURNING part;
+
+-- name: set_cursor
+UPDATE backfill.progress
+SET cursor = CAST(:cursor AS jsonb), updated_at = now()
+WHERE run_id = CAST(:run_id AS uuid) AND part = :part
+RETURNING part;
+
+-- name: run_exists
+SELECT 1 FROM backfill.runs WHERE id = CAST(:id AS uuid);
+
+-- name: row_errors
+SELECT key, error, created_at
+FROM backfill.row_errors
+WHERE run_id = CAST(:run_id AS uuid)
+ORDER BY key
+LIMIT CAST(:limit AS bigint);
+
+-- name: row_error_count
+SELECT count(*) FROM backfill.row_errors WHERE run_id = CAST(:run_id AS uuid);
+
+-- name: touch
+UPDATE backfill.runs SET updated_at = now() WHERE id = CAST(:id AS uuid)
+RETURNING id;

@@ -1,0 +1,496 @@
+"""Durable run records in PostgreSQL: `backfill.runs`, `backfill.progress`, `backfill.row_errors`.
+
+A *run* is one execution of a backfill definition: its state (see `backfills.states`),
+its options, and one progress row per key range ("part") with the exact counters that
+each batch updates in its own transaction. The live cursor checkpoint lives in Redis;
+these records are what survives everything and what `status`, `wait` and `errors` read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from backfills.queries import load_queries
+from backfills.states import ACTIVE, STATES, TERMINAL, InvalidTransition, check_transition
+
+__all__ = ["ActiveRunExists", "Progress", "RowError", "Run", "RunNotFound", "RunOptions", "RunStore"]
+
+MAX_BATCH_SIZE = 1_000_000
+MAX_PARTITIONS = 64
+_ONE_ACTIVE_INDEX = "runs_one_active_per_backfill"
+_CREATE_ATTEMPTS = 3
+_ACTIVE_STATES = sorted(ACTIVE)
+
+Key = list[str]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value: object, low: int, high: int | None, words: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{_flag(name)} must be {words}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{_flag(name)} must be at most {high}, got {value!r}")
+
+
+def _check_number(name: str, value: object, *, zero_ok: bool, optional: bool, unit: str) -> None:
+    if value is None and optional:
+        return
+    if _is_number(value) and (value > 0 or (zero_ok and value == 0)):  # type: ignore[operator]
+        return
+    words = ("zero or " if zero_ok else "") + f"a positive number{unit}"
+    raise ValueError(f"{_flag(name)} must be {words}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes: batch size, pacing and safety limits (the `enqueue` options).
+
+    Times are in seconds. Constructing does not validate; `validate()`, `from_json()` and
+    `replace()` do, and `RunStore` validates before writing.
+    """
+
+    batch_size: int = 10_000
+    sleep: float = 0.1
+    max_rows_per_second: float | None = None
+    target_batch_seconds: float | None = None
+    lock_timeout: float = 2.0
+    statement_timeout: float = 30.0
+    max_replication_lag: float = 10.0
+    max_row_errors: int = 1000
+    partitions: int = 1
+
+    def validate(self) -> None:
+        """Raise `ValueError` (one sentence naming the command-line option) on a bad value."""
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, "a positive whole number")
+        _check_number("sleep", self.sleep, zero_ok=True, optional=False, unit=" of seconds")
+        _check_number("max_rows_per_second", self.max_rows_per_second, zero_ok=False, optional=True,
+                      unit=" of rows per second")
+        _check_number("target_batch_seconds", self.target_batch_seconds, zero_ok=False, optional=True,
+                      unit=" of seconds")
+        for name in ("lock_timeout", "statement_timeout", "max_replication_lag"):
+            _check_number(name, getattr(self, name), zero_ok=False, optional=False, unit=" of seconds")
+        _check_int("max_row_errors", self.max_row_errors, 0, None, "zero or a positive whole number")
+        _check_int("partitions", self.partitions, 1, MAX_PARTITIONS,
+                   f"a whole number from 1 to {MAX_PARTITIONS}")
+
+    def to_json(self) -> dict[str, object]:
+        """Every option by field name (JSON-serialisable; `None` for unset limits)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> RunOptions:
+        """Options from `to_json()` output; missing keys take defaults, unknown keys raise `ValueError`."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"run options must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - _OPTION_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown run option(s): {', '.join(map(str, unknown))}")
+        options = cls(**{key: _as_float(key, value) for key, value in data.items()})  # type: ignore[arg-type]
+        options.validate()
+        return options
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A validated copy with `changes` applied (unknown names raise `ValueError`)."""
+        return RunOptions.from_json({**self.to_json(), **changes})
+
+
+_OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(RunOptions))
+_FLOAT_FIELDS = frozenset({"sleep", "max_rows_per_second", "target_batch_seconds", "lock_timeout",
+                           "statement_timeout", "max_replication_lag"})
+
+
+def _as_float(key: str, value: object) -> object:
+    """Whole numbers stored for float options come back from JSON as int: make them float."""
+    if key in _FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One key range of a run (a row of `backfill.progress`): bounds, cursor and counters."""
+
+    part: int
+    lower_key: Key | None
+    upper_key: Key | None
+    cursor: Key | None
+    done: bool
+    rows_processed: int
+    rows_scanned: int
+    batches: int
+    row_errors: int
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Progress:
+        """From a `get_parts` result row."""
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready dict (timestamps as ISO 8601)."""
+        data = dataclasses.asdict(self)
+        data["updated_at"] = _iso(self.updated_at)
+        return data
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that could not be changed: its key and why."""
+
+    key: Key
+    error: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, object]:
+        """`key`, `error` (SPEC §3 `errors --json`) and `created_at`."""
+        return {"key": self.key, "error": self.error, "created_at": _iso(self.created_at)}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run record with its parts. Counters are sums over the parts."""
+
+    id: str
+    backfill: str
+    state: str
+    options: RunOptions
+    tenant: str | None
+    parent_run_id: str | None
+    rows_estimate: int | None
+    last_error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    parts: tuple[Progress, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], parts: Sequence[Progress]) -> Run:
+        """From a `get_run` / `list_runs` result row and the run's parts."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "parts")]
+        return cls(**{n: row[n] for n in names}, options=RunOptions.from_json(row["options"]),
+                   parts=tuple(parts))
+
+    @property
+    def rows_processed(self) -> int:
+        """Rows changed so far."""
+        return sum(p.rows_processed for p in self.parts)
+
+    @property
+    def rows_scanned(self) -> int:
+        """Keys visited so far."""
+        return sum(p.rows_scanned for p in self.parts)
+
+    @property
+    def batches(self) -> int:
+        """Batches committed so far."""
+        return sum(p.batches for p in self.parts)
+
+    @property
+    def row_errors(self) -> int:
+        """Rows recorded as failed so far."""
+        return sum(p.row_errors for p in self.parts)
+
+    @property
+    def done(self) -> bool:
+        """Whether every part has reached its end."""
+        return all(p.done for p in self.parts)
+
+    @property
+    def last_progress_at(self) -> datetime | None:
+        """When a part last moved (None without parts)."""
+        return max((p.updated_at for p in self.parts), default=None)
+
+    @property
+    def rows_remaining_estimate(self) -> int | None:
+        """`rows_estimate` minus rows done or failed, never below 0; None without an estimate."""
+        if self.rows_estimate is None:
+            return None
+        return max(self.rows_estimate - self.rows_processed - self.row_errors, 0)
+
+    def to_status_json(self) -> dict[str, object]:
+        """The `status --json` object (SPEC §3). `throttled` and `eta_seconds` are None here:
+        the caller fills them from Redis and the observed rate."""
+        return {
+            "run_id": self.id, "backfill": self.backfill, "state": self.state,
+            "rows_processed": self.rows_processed, "rows_remaining_estimate": self.rows_remaining_estimate,
+            "batches": self.batches, "row_errors": self.row_errors,
+            "batch_size": self.options.batch_size, "throttled": None,
+            "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at), "eta_seconds": None, "tenant": self.tenant,
+            "last_error": self.last_error, "parent_run_id": self.parent_run_id,
+            "rows_estimate": self.rows_estimate, "rows_scanned": self.rows_scanned,
+            "updated_at": _iso(self.updated_at), "last_progress_at": _iso(self.last_progress_at),
+            "parts": [p.to_json() for p in self.parts], "options": self.options.to_json(),
+        }
+
+
+class RunNotFound(Exception):
+    """No run has that id (also raised for a malformed id)."""
+
+    def __init__(self, run_id: object) -> None:
+        self.run_id = str(run_id)
+        super().__init__(f"no run with id {run_id}")
+
+
+class ActiveRunExists(Exception):
+    """The backfill already has a queued, running or paused run (exit 2)."""
+
+    def __init__(self, backfill: str, run_id: str, state: str) -> None:
+        self.backfill, self.run_id, self.state = backfill, run_id, state
+        super().__init__(f"backfill {backfill} already has an active run {run_id} ({state}); "
+                         f"wait for it, or cancel it with `backfill cancel {run_id}`")
+
+
+def _uuid(value: object, error: Exception) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise error from None
+
+
+def _run_id(value: object) -> str:
+    """The canonical form of a run id; `RunNotFound` when it is not a UUID."""
+    return _uuid(value, RunNotFound(value))
+
+
+def _check_count(label: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{label} must be zero or a positive whole number, got {value!r}")
+
+
+def _key_json(label: str, key: Sequence[str] | None) -> str | None:
+    """A key as a JSON array of text, or None (SQL NULL, not JSON null)."""
+    if key is None:
+        return None
+    if isinstance(key, (str, bytes)) or not all(isinstance(v, str) for v in key):
+        raise ValueError(f"{label} must be a list of strings, got {key!r}")
+    return json.dumps(list(key))
+
+
+def _part_params(parts: Sequence[tuple[Key | None, Key | None]]) -> list[dict[str, object]]:
+    if not parts:
+        raise ValueError("a run needs at least one part")
+    return [{"part": i, "lower_key": _key_json("lower key", lo), "upper_key": _key_json("upper key", hi)}
+            for i, (lo, hi) in enumerate(parts)]
+
+
+def _constraint(exc: sa.exc.IntegrityError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)
+
+
+def _check_states(states: Iterable[str]) -> frozenset[str]:
+    result = frozenset(states)
+    unknown = sorted(result - set(STATES))
+    if unknown:
+        raise ValueError(f"unknown run state(s) {', '.join(unknown)}; known states: {', '.join(STATES)}")
+    return result
+
+
+class RunStore:
+    """Reads and writes run records. Every method is one short transaction of its own."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._sql = {name: sa.text(text) for name, text in load_queries("runs.sql").items()}
+
+    # -- reading -----------------------------------------------------------------------
+    def _runs(self, conn: sa.Connection, rows: Sequence[sa.RowMapping]) -> builtins.list[Run]:
+        ids = [row["id"] for row in rows]
+        parts: dict[str, builtins.list[Progress]] = {i: [] for i in ids}
+        if ids:
+            for prow in conn.execute(self._sql["get_parts"], {"ids": ids}).mappings():
+                parts[prow["run_id"]].append(Progress.from_row(prow))
+        return [Run.from_row(row, parts[row["id"]]) for row in rows]
+
+    def _load(self, conn: sa.Connection, run_id: str) -> Run:
+        row = conn.execute(self._sql["get_run"], {"id": run_id}).mappings().first()
+        if row is None:
+            raise RunNotFound(run_id)
+        return self._runs(conn, [row])[0]
+
+    def _require_run(self, conn: sa.Connection, run_id: str) -> None:
+        if conn.execute(self._sql["run_exists"], {"id": run_id}).first() is None:
+            raise RunNotFound(run_id)
+
+    def get(self, run_id: str) -> Run:
+        """The run with this id; `RunNotFound` when there is none or the id is malformed."""
+        rid = _run_id(run_id)
+        with self._engine.connect() as conn:
+            return self._load(conn, rid)
+
+    def active(self) -> builtins.list[Run]:
+        """Queued, running and paused runs, oldest first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(self._sql["active_runs"], {"states": _ACTIVE_STATES}).mappings().all()
+            return self._runs(conn, rows)
+
+    def row_errors(self, run_id: str, limit: int | None = None) -> builtins.list[RowError]:
+        """The run's failed rows ordered by key (JSON order: element by element, as text)."""
+        rid = _run_id(run_id)
+        if limit is not None:
+            _check_count("limit", limit)
+        with self._engine.connect() as conn:
+            self._require_run(conn, rid)
+            rows = conn.execute(self._sql["row_errors"], {"run_id": rid, "limit": limit}).mappings()
+            return [RowError(key=r["key"], error=r["error"], created_at=r["created_at"]) for r in rows]
+
+    def row_error_count(self, run_id: str) -> int:
+        """How many rows of the run are recorded as failed."""
+        rid = _run_id(run_id)
+        with self._engine.connect() as conn:
+            self._require_run(conn, rid)
+            return int(conn.execute(self._sql["row_error_count"], {"run_id": rid}).scalar_one())
+
+    # -- creating ----------------------------------------------------------------------
+    def create(
+        self,
+        backfill: str,
+        options: RunOptions,
+        *,
+        tenant: str | None = None,
+        parent_run_id: str | None = None,
+        rows_estimate: int | None = None,
+        parts: Sequence[tuple[Key | None, Key | None]] = ((None, None),),
+    ) -> Run:
+        """Create a queued run with one progress row per `(lower_key, upper_key)` part.
+
+        Raises `ActiveRunExists` naming the active run when the backfill already has one
+        (the database's unique index decides, so concurrent creators cannot both win),
+        `RunNotFound` for an unknown parent run, `ValueError` for bad arguments.
+        """
+        params = self._create_params(backfill, options, tenant, parent_run_id, rows_estimate)
+        part_rows = _part_params(parts)
+        for _ in range(_CREATE_ATTEMPTS):
+            try:
+                return self._insert(params, part_rows)
+            except sa.exc.IntegrityError as exc:
+                if _constraint(exc) != _ONE_ACTIVE_INDEX:
+                    raise
+                existing = self._active_run_of(backfill)
+                if existing is not None:
+                    raise ActiveRunExists(backfill, *existing) from None
+        raise RuntimeError(f"could not create a run of {backfill}: its active run kept changing; try again")
+
+    @staticmethod
+    def _create_params(backfill: str, options: RunOptions, tenant: str | None,
+                       parent_run_id: str | None, rows_estimate: int | None) -> dict[str, object]:
+        if not isinstance(backfill, str) or not backfill.strip():
+            raise ValueError(f"backfill name must be a non-empty string, got {backfill!r}")
+        if rows_estimate is not None:
+            _check_count("rows_estimate", rows_estimate)
+        options.validate()
+        bad_tenant = ValueError(f"--tenant must be a UUID, got {tenant!r}")
+        return {"backfill": backfill, "options": json.dumps(options.to_json()),
+                "tenant": None if tenant is None else _uuid(tenant, bad_tenant),
+                "parent_run_id": None if parent_run_id is None else _run_id(parent_run_id),
+                "rows_estimate": rows_estimate}
+
+    def _insert(self, params: dict[str, object], part_rows: Sequence[dict[str, object]]) -> Run:
+        with self._engine.begin() as conn:
+            parent = params["parent_run_id"]
+            if parent is not None and conn.execute(self._sql["lock_parent"], {"id": parent}).first() is None:
+                raise RunNotFound(parent)
+            run_id = conn.execute(self._sql["create_run"], params).scalar_one()
+            conn.execute(self._sql["create_part"], [dict(p, run_id=run_id) for p in part_rows])
+            return self._load(conn, run_id)
+
+    def _active_run_of(self, backfill: str) -> tuple[str, str] | None:
+        with self._engine.connect() as conn:
+            params = {"backfill": backfill, "states": _ACTIVE_STATES}
+            row = conn.execute(self._sql["active_run_for_backfill"], params).first()
+        return (row.id, row.state) if row is not None else None
+
+    # -- changing ----------------------------------------------------------------------
+    def _lock(self, conn: sa.Connection, run_id: str) -> str:
+        state = conn.execute(self._sql["lock_run"], {"id": run_id}).scalar_one_or_none()
+        if state is None:
+            raise RunNotFound(run_id)
+        return str(state)
+
+    def transition(self, run_id: str, new_state: str, *, expected: Iterable[str] | None = None,
+                   error: str | None = None) -> Run:
+        """Move the run to `new_state` under a row lock and return it.
+
+        `expected`: the states the caller believes the run is in; any other current state
+        raises `InvalidTransition` (so e.g. two workers cannot both start a run). A run
+        already in `new_state` is returned unchanged. Sets `started_at` on the first
+        `running`, `finished_at` on a terminal state, and `last_error` when `error` is given.
+        """
+        rid = _run_id(run_id)
+        _check_states([new_state])
+        guard = None if expected is None else _check_states(expected)
+        with self._engine.begin() as conn:
+            current = self._lock(conn, rid)
+            if guard is not None and current not in guard:
+                raise InvalidTransition(current, new_state, rid, reason=(
+                    f"run {rid} is {current}, not {' or '.join(sorted(guard))}; it cannot become {new_state}"))
+            if current != new_state:
+                check_transition(current, new_state, rid)
+                conn.execute(self._sql["set_state"], {
+                    "id": rid, "state": new_state, "starts": new_state == "running",
+                    "finishes": new_state in TERMINAL, "error": error})
+            return self._load(conn, rid)
+
+    def update_options(self, run_id: str, options: RunOptions) -> Run:
+        """Replace the options of an active run (`backfill set`); `InvalidTransition` when it has ended."""
+        rid = _run_id(run_id)
+        options.validate()
+        with self._engine.begin() as conn:
+            current = self._lock(conn, rid)
+            if current in TERMINAL:
+                raise InvalidTransition(current, current, rid, reason=(
+                    f"run {rid} is {current}; the options of a finished run cannot be changed"))
+            conn.execute(self._sql["update_options"], {"id": rid, "options": json.dumps(options.to_json())})
+            return self._load(conn, rid)
+
+    def _update_part(self, query: str, run_id: str, part: int, **params: object) -> None:
+        rid = _run_id(run_id)
+        with self._engine.begin() as conn:
+            if conn.execute(self._sql[query], {"run_id": rid, "part": part, **params}).first() is None:
+                self._require_run(conn, rid)
+                raise ValueError(f"run {rid} has no part {part}")
+
+    def mark_part_done(self, run_id: str, part: int) -> None:
+        """Record that a part reached its upper key."""
+        self._update_part("mark_part_done", run_id, part)
+
+    def set_cursor(self, run_id: str, part: int, cursor: Key | None) -> None:
+        """Overwrite a part's durable cursor (tests and repair only: batches move it themselves)."""
+        self._update_part("set_cursor", run_id, part, cursor=_key_json("cursor", cursor))
+
+    def touch(self, run_id: str) -> None:
+        """Heartbeat: set the run's `updated_at` to now."""
+        rid = _run_id(run_id)
+        with self._engine.begin() as conn:
+            if conn.execute(self._sql["touch"], {"id": rid}).first() is None:
+                raise RunNotFound(rid)
+
+    def list(self, limit: int = 50) -> builtins.list[Run]:
+        """The most recent runs, newest first."""
+        _check_count("limit", limit)
+        with self._engine.connect() as conn:
+            rows = conn.execute(self._sql["list_runs"], {"limit": limit}).mappings().all()
+            return self._runs(conn, rows)
