@@ -1,0 +1,1 @@
+"""The shipped backfills, one module each; each module exposes `BACKFILL`."""
