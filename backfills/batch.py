@@ -1,0 +1,195 @@
+"""The batch executor: runs one keyset batch of one run part against PostgreSQL.
+
+A batch is one transaction with `SET LOCAL` lock and statement timeouts, an
+`application_name` of `backfill:<name>` and the row-level-security settings of its
+scope. A batch that fails on data is split by bisection until the bad rows are
+isolated: good rows commit, each bad row is recorded with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from backfills.bisect import isolate_failures
+from backfills.definition import Backfill
+from backfills.keyset import BatchSql, KeyColumn, Scope, build, key_params
+
+__all__ = ["BatchExecutor", "BatchResult", "LostRace", "is_data_error", "read_key_columns"]
+
+_DATA_ERROR_CLASSES = ("22", "23")
+_DATA_ERROR_STATES = {"P0001"}
+
+
+class LostRace(Exception):
+    """The part's cursor moved under us: another worker holds this part now."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch did. `last_key` None means the part has no keys left."""
+
+    last_key: list[str] | None
+    scanned: int
+    changed: int
+    rejected: int
+    seconds: float
+    split: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """`ok` or `split` (bisected around bad rows), for metrics."""
+        return "split" if self.split else "ok"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """SQLSTATE of a database error (wrapped by SQLAlchemy or not)."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A failure caused by the data of some row (bisect it), not by the system."""
+    state = sqlstate(exc)
+    return state is not None and (state[:2] in _DATA_ERROR_CLASSES or state in _DATA_ERROR_STATES)
+
+
+def error_text(exc: BaseException) -> str:
+    """First line of the database's message."""
+    orig = getattr(exc, "orig", exc)
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+def read_key_columns(conn: sa.Connection, definition: Backfill) -> tuple[KeyColumn, ...]:
+    """The key columns with their types: the definition's, or the primary key's."""
+    rows = conn.execute(sa.text("""
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), k.ord
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = to_regclass(:table) AND i.indisprimary ORDER BY k.ord
+    """), {"table": definition.qualified_table}).all()
+    types = {name: typ for name, typ, _ in rows}
+    if definition.key:
+        found = conn.execute(sa.text("""
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+            WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 AND NOT a.attisdropped
+        """), {"table": definition.qualified_table}).all()
+        types = dict(found)
+        missing = [k for k in definition.key if k not in types]
+        if missing:
+            raise LookupError(f"{definition.table} has no column {', '.join(missing)}")
+        return tuple(KeyColumn(k, types[k]) for k in definition.key)
+    if not rows:
+        raise LookupError(f"{definition.table} has no primary key; give the backfill an explicit key")
+    return tuple(KeyColumn(name, typ) for name, typ, _ in rows)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-batch limits, in seconds."""
+
+    lock: float
+    statement: float
+
+
+class BatchExecutor:
+    """Runs batches of one part of one run."""
+
+    def __init__(self, engine: sa.Engine, definition: Backfill, key: Sequence[KeyColumn],
+                 scope: Scope, run_id: str, part: int) -> None:
+        self.engine = engine
+        self.definition = definition
+        self.sql: BatchSql = build(definition, key, scope)
+        self.scope = scope
+        self.run_id = run_id
+        self.part = part
+
+    def begin_batch(self, conn: sa.Connection, timeouts: Timeouts) -> None:
+        """SET LOCAL the batch's timeouts, application_name and row-level-security scope."""
+        tenant = self.scope.tenant
+        conn.execute(sa.text(
+            "SELECT set_config('lock_timeout', :lt, true), set_config('statement_timeout', :st, true), "
+            "set_config('application_name', :app, true), set_config('app.is_system_admin', :admin, true), "
+            "set_config('app.tenant_id', :tenant, true)"
+        ), {"lt": f"{int(timeouts.lock * 1000)}ms", "st": f"{int(timeouts.statement * 1000)}ms",
+            "app": f"backfill:{self.definition.name}", "admin": "false" if tenant else "true",
+            "tenant": tenant or ""})
+
+    def params(self, cursor: list[str] | None) -> dict[str, object]:
+        """Bind parameters of the batch statements for a batch starting after `cursor`."""
+        return {"run_id": self.run_id, "part": self.part, "tenant": self.scope.tenant,
+                "parent_run": self.scope.parent_run, "expected": json.dumps(cursor) if cursor else None,
+                **key_params("c", cursor), **key_params("u", self.scope.upper)}
+
+    def run(self, cursor: list[str] | None, limit: int, timeouts: Timeouts) -> BatchResult:
+        """Run the next batch after `cursor`; bisect around bad rows if it fails on data."""
+        started = time.monotonic()
+        try:
+            with self.engine.begin() as conn:
+                self.begin_batch(conn, timeouts)
+                row = conn.execute(sa.text(self.sql.batch(cursor is not None)),
+                                   {**self.params(cursor), "limit": limit}).one_or_none()
+                if row is not None and row.fenced == 0:
+                    raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
+        except sa.exc.DBAPIError as exc:
+            if not is_data_error(exc):
+                raise
+            return self._bisect(cursor, limit, timeouts, exc, started)
+        if row is None:
+            return BatchResult(None, 0, 0, 0, time.monotonic() - started)
+        return BatchResult(list(row.last_key), row.scanned, row.changed, row.rejected, time.monotonic() - started)
+
+    def _keys_after(self, cursor: list[str] | None, limit: int, timeouts: Timeouts) -> list[list[str]]:
+        with self.engine.begin() as conn:
+            self.begin_batch(conn, timeouts)
+            rows = conn.execute(sa.text(self.sql.keys(cursor is not None)),
+                                {**self.params(cursor), "limit": limit}).all()
+        return [[str(v) for v in row] for row in rows]
+
+    def _bisect(self, cursor: list[str] | None, limit: int, timeouts: Timeouts,
+                error: BaseException, started: float) -> BatchResult:
+        keys = self._keys_after(cursor, limit, timeouts)
+        totals = {"changed": 0, "rejected": 0, "scanned": 0}
+        position = {"cursor": cursor}
+
+        def attempt(chunk: Sequence[list[str]]) -> BaseException | None:
+            try:
+                with self.engine.begin() as conn:
+                    self.begin_batch(conn, timeouts)
+                    row = conn.execute(sa.text(self.sql.batch(position["cursor"] is not None, explicit_upper=True)), {
+                        **self.params(position["cursor"]), **key_params("h", chunk[-1]), "scanned": len(chunk),
+                    }).one()
+                    if row.fenced == 0:
+                        raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
+            except sa.exc.DBAPIError as exc:
+                if is_data_error(exc):
+                    return exc
+                raise
+            totals["changed"] += row.changed
+            totals["rejected"] += row.rejected
+            totals["scanned"] += len(chunk)
+            position["cursor"] = chunk[-1]
+            return None
+
+        def record(key: list[str], exc: BaseException) -> None:
+            with self.engine.begin() as conn:
+                self.begin_batch(conn, timeouts)
+                result = conn.execute(sa.text(self.sql.record_row_error()), {
+                    "run_id": self.run_id, "part": self.part, "key": json.dumps(key),
+                    "error": error_text(exc), "expected": json.dumps(position["cursor"]) if position["cursor"] else None,
+                })
+                if result.rowcount == 0:
+                    raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
+            totals["rejected"] += 1
+            totals["scanned"] += 1
+            position["cursor"] = key
+
+        isolate_failures(keys, attempt, record, first_error=error)
+        return BatchResult(position["cursor"] if keys else None, totals["scanned"], totals["changed"],
+                           totals["rejected"], time.monotonic() - started, split=True)

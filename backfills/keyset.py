@@ -1,0 +1,186 @@
+"""Pure SQL builders for keyset batches. No IO.
+
+One batch is ONE statement: it takes the next `limit` keys after the cursor (an index
+range scan that costs the same at the start and at the end of the table), changes the
+rows in that key range that still need the backfill, records the rows that cannot be
+done, and advances the durable cursor and counters in `backfill.progress`, all in one
+transaction. A re-done batch is harmless: the `needs` predicate no longer matches.
+The progress row is only advanced from the cursor the batch started at (`:expected`):
+a worker that lost its lease cannot move a cursor another worker has moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from backfills.definition import Backfill
+
+__all__ = ["KeyColumn", "Scope", "BatchSql", "build", "key_params"]
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    """A key column and its SQL type (as `format_type` prints it)."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which rows a run may touch beyond `needs`: one tenant, or only the keys recorded
+    as row errors of a parent run, and an inclusive upper key (a partition's end)."""
+
+    tenant: str | None = None
+    parent_run: str | None = None
+    upper: tuple[str, ...] | None = None
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _tuple(exprs: Sequence[str]) -> str:
+    return exprs[0] if len(exprs) == 1 else "(" + ", ".join(exprs) + ")"
+
+
+def key_params(prefix: str, values: Sequence[str] | None) -> dict[str, str]:
+    """Bind parameters `{prefix}0..n` for a key tuple."""
+    return {f"{prefix}{i}": v for i, v in enumerate(values or ())}
+
+
+@dataclass(frozen=True)
+class BatchSql:
+    """Statements for one definition, key and scope."""
+
+    definition: Backfill
+    key: tuple[KeyColumn, ...]
+    scope: Scope
+
+    # -- fragments -------------------------------------------------------------------
+    def _cols(self, alias: str) -> list[str]:
+        return [f"{alias}.{_q(k.name)}" for k in self.key]
+
+    def _params(self, prefix: str) -> list[str]:
+        return [f"CAST(:{prefix}{i} AS {k.type})" for i, k in enumerate(self.key)]
+
+    def _after(self, alias: str) -> str:
+        return f"{_tuple(self._cols(alias))} > {_tuple(self._params('c'))}"
+
+    def _scope_filter(self, alias: str) -> list[str]:
+        conds = []
+        if self.scope.tenant is not None:
+            assert self.definition.tenant_column is not None
+            conds.append(f"{alias}.{_q(self.definition.tenant_column)} = CAST(:tenant AS uuid)")
+        if self.scope.upper is not None:
+            conds.append(f"{_tuple(self._cols(alias))} <= {_tuple(self._params('u'))}")
+        if self.scope.parent_run is not None:
+            conds.append(f"{_tuple(self._cols(alias))} IN (SELECT {', '.join(self._error_keys())} "
+                         f"FROM backfill.row_errors e WHERE e.run_id = CAST(:parent_run AS uuid))")
+        return conds
+
+    def _error_keys(self) -> list[str]:
+        return [f"CAST(e.key ->> {i} AS {k.type})" for i, k in enumerate(self.key)]
+
+    def _key_json(self, alias: str) -> str:
+        return "jsonb_build_array(" + ", ".join(f"{c}::text" for c in self._cols(alias)) + ")"
+
+    def _keys_cte(self, with_cursor: bool) -> str:
+        conds = ([self._after("t")] if with_cursor else []) + self._scope_filter("t")
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
+        order = ", ".join(self._cols("t"))
+        return (f"SELECT {order} FROM {self.definition.qualified_table} t {where} "
+                f"ORDER BY {order} LIMIT :limit")
+
+    def _range(self, with_cursor: bool) -> str:
+        conds = [f"{_tuple(self._cols('t'))} <= {_tuple(self._cols('b'))}"]
+        if with_cursor:
+            conds.insert(0, self._after("t"))
+        return " AND ".join(conds + self._scope_filter("t") + [f"({self.definition.needs})"])
+
+    # -- statements ------------------------------------------------------------------
+    def keys(self, with_cursor: bool) -> str:
+        """The next `:limit` keys after the cursor, in key order (bisection, check)."""
+        return self._keys_cte(with_cursor)
+
+    def batch(self, with_cursor: bool, explicit_upper: bool = False) -> str:
+        """The batch statement. Bounds are the next `:limit` keys after the cursor, or
+        with `explicit_upper` the keys up to `:h0..` (bisection of a failed batch)."""
+        d = self.definition
+        cols = [_q(k.name) for k in self.key]
+        desc = ", ".join(f"{c} DESC" for c in cols)
+        if explicit_upper:
+            bounds = (f"SELECT {', '.join(f'{p} AS {c}' for p, c in zip(self._params('h'), cols))}, "
+                      f"CAST(:scanned AS bigint) AS scanned")
+            keys_cte = ""
+        else:
+            keys_cte = f"keys AS ({self._keys_cte(with_cursor)}),\n"
+            bounds = f"SELECT {', '.join(cols)}, (SELECT count(*) FROM keys) AS scanned FROM keys ORDER BY {desc} LIMIT 1"
+        valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
+        sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
+        rejected = (
+            f"INSERT INTO backfill.row_errors (run_id, key, error) "
+            f"SELECT CAST(:run_id AS uuid), {self._key_json('t')}, ({d.invalid_reason}) "
+            f"FROM {d.qualified_table} t, bounds b WHERE {self._range(with_cursor)} "
+            f"AND ({d.invalid_reason}) IS NOT NULL ON CONFLICT (run_id, key) DO NOTHING RETURNING 1"
+            if d.invalid_reason else "SELECT 1 WHERE false"
+        )
+        return f"""WITH {keys_cte}bounds AS ({bounds}),
+changed AS (
+    UPDATE {d.qualified_table} t SET {sets} FROM bounds b
+    WHERE {self._range(with_cursor)}{valid}
+    RETURNING 1
+),
+rejected AS ({rejected}),
+progress AS (
+    UPDATE backfill.progress p SET cursor = {self._key_json('b')},
+        rows_processed = p.rows_processed + (SELECT count(*) FROM changed),
+        rows_scanned = p.rows_scanned + b.scanned,
+        row_errors = p.row_errors + (SELECT count(*) FROM rejected),
+        batches = p.batches + 1, updated_at = now()
+    FROM bounds b WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
+        AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
+    RETURNING 1
+)
+SELECT {self._key_json('b')} AS last_key, b.scanned,
+       (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM rejected) AS rejected,
+       (SELECT count(*) FROM progress) AS fenced
+FROM bounds b"""
+
+    def record_row_error(self) -> str:
+        """Record one failing key (isolated by bisection) and move the cursor past it."""
+        return f"""WITH rejected AS (
+    INSERT INTO backfill.row_errors (run_id, key, error)
+    VALUES (CAST(:run_id AS uuid), CAST(:key AS jsonb), :error)
+    ON CONFLICT (run_id, key) DO NOTHING RETURNING 1
+)
+UPDATE backfill.progress p SET cursor = CAST(:key AS jsonb),
+    row_errors = p.row_errors + (SELECT count(*) FROM rejected),
+    rows_scanned = p.rows_scanned + 1, updated_at = now()
+WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
+    AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
+RETURNING 1"""
+
+    def remaining(self) -> str:
+        """Rows in scope that still need the backfill."""
+        conds = [f"({self.definition.needs})"] + self._scope_filter("t")
+        return f"SELECT count(*) FROM {self.definition.qualified_table} t WHERE {' AND '.join(conds)}"
+
+    def invalid_summary(self) -> str | None:
+        """Rows that will fail, grouped by reason (for `check`); None without a validity check."""
+        d = self.definition
+        if not d.invalid_reason:
+            return None
+        conds = [f"({d.needs})"] + self._scope_filter("t")
+        return (f"SELECT reason, count(*) AS rows, min(key) AS example FROM ("
+                f"SELECT ({d.invalid_reason}) AS reason, {self._key_json('t')}::text AS key "
+                f"FROM {d.qualified_table} t WHERE {' AND '.join(conds)}) s "
+                f"WHERE reason IS NOT NULL GROUP BY reason ORDER BY rows DESC")
+
+
+def build(definition: Backfill, key: Sequence[KeyColumn], scope: Scope = Scope()) -> BatchSql:
+    """Statements for `definition` over `key` within `scope`."""
+    if scope.tenant is not None and definition.tenant_column is None:
+        raise ValueError(f"backfill {definition.name} cannot be scoped to a tenant")
+    return BatchSql(definition, tuple(key), scope)
