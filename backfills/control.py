@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 RUN_TTL_SECONDS = 7 * 24 * 3600
+BATCH_HISTORY = 10_000
 """How long a run's keys survive after its last write."""
 
 COMMANDS = ("pause", "cancel", "run")
@@ -302,6 +303,19 @@ class RunControl:
         for what in (f"checkpoint:{int(part)}", "parts", "control", "overrides"):
             pipe.expire(self.key(what), RUN_TTL_SECONDS)
         pipe.execute()
+
+    def record_batch_seconds(self, seconds: float) -> None:
+        """Keep the duration of a committed batch (the newest BATCH_HISTORY of the run)."""
+        key = self.key("batch_seconds")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(key, f"{seconds:.6f}")
+        pipe.ltrim(key, 0, BATCH_HISTORY - 1)
+        pipe.expire(key, RUN_TTL_SECONDS)
+        pipe.execute()
+
+    def batch_seconds(self) -> list[float]:
+        """Durations of the run's most recent batches, newest first."""
+        return [float(v) for v in self.client.lrange(self.key("batch_seconds"), 0, -1)]
 
     def checkpoints(self) -> dict[int, Checkpoint]:
         """The checkpoint of every partition that wrote one, by partition number."""

@@ -1,0 +1,208 @@
+"""The slice runner: runs batches of one run part for a bounded time, then hands back.
+
+A Celery task calls `SliceRunner.run_slice` and re-queues itself while the outcome is
+`CONTINUE`, so no task nears the broker's visibility timeout. A Redis lease per part
+guarantees one runner per part; the durable cursor in PostgreSQL is the truth the
+runner starts from, so a lost Redis or a killed worker costs at most one batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import sqlalchemy as sa
+
+from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, error_text, read_key_columns, sqlstate
+from backfills.control import KillSwitch, Lease, RunControl
+from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
+                             ShutdownHook, SleepHook, SliceContext, Stop)
+from backfills.keyset import Scope
+from backfills.registry import Registry
+from backfills.retry import Failure, RetryPolicy, classify
+from backfills.runs import Run, RunStore
+
+__all__ = ["SliceOutcome", "SliceRunner", "BatchFailed"]
+
+
+class SliceOutcome(Enum):
+    """What the task should do next."""
+
+    CONTINUE = "continue"        # re-queue: more to do
+    DONE = "done"                # nothing more for this part (finished, paused, cancelled, failed)
+    BUSY = "busy"                # another worker holds the part's lease
+    NOT_RUNNABLE = "not_runnable"
+
+
+class BatchFailed(Exception):
+    """A batch failed for a reason retrying will not fix; the run fails with it."""
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """The part has no keys left."""
+
+
+class SliceRunner:
+    """Runs slices of run parts. One per worker process; stateless between slices."""
+
+    def __init__(self, engine: sa.Engine, control_factory: Callable[[str], RunControl], registry: Registry,
+                 *, lease_seconds: float, slice_seconds: float, retry: RetryPolicy,
+                 shutdown: threading.Event | None = None, extra_hooks: Sequence[Hook] = ()) -> None:
+        self.engine = engine
+        self.store = RunStore(engine)
+        self.control_factory = control_factory
+        self.registry = registry
+        self.lease_seconds = lease_seconds
+        self.slice_seconds = slice_seconds
+        self.retry = retry
+        self.shutdown = shutdown
+        self.extra_hooks = tuple(extra_hooks)
+
+    # -- public ----------------------------------------------------------------------
+    def run_slice(self, run_id: str, part: int) -> SliceOutcome:
+        """Run batches of `part` of `run_id` for up to `slice_seconds`."""
+        run = self.store.get(run_id)
+        if run.state not in ("queued", "running") or part >= len(run.parts):
+            return SliceOutcome.NOT_RUNNABLE
+        control = self.control_factory(run_id)
+        if control.requested() in ("pause", "cancel"):
+            return SliceOutcome.NOT_RUNNABLE
+        lease = control.lease(part, self.lease_seconds)
+        if not lease.acquire():
+            return SliceOutcome.BUSY
+        try:
+            return self._run_leased(run, part, control, lease)
+        finally:
+            lease.release()
+
+    # -- internals -------------------------------------------------------------------
+    def _run_leased(self, run: Run, part: int, control: RunControl, lease: Lease) -> SliceOutcome:
+        if run.state == "queued":
+            run = self.store.transition(run.id, "running", expected=["queued"])
+        progress = run.parts[part]
+        if progress.done:
+            return self._finish_if_complete(run.id)
+        definition = self.registry.get(run.backfill)
+        ctx = SliceContext(run=run, part=part, definition=definition, options=run.options,
+                           cursor=progress.cursor, batch_size=run.options.batch_size, sleep=run.options.sleep,
+                           rows_processed=progress.rows_processed, batches=progress.batches,
+                           row_errors=progress.row_errors,
+                           run_row_errors_before=run.row_errors - progress.row_errors)
+        hooks = self._hooks(control, lease)
+        try:
+            executor = self._executor(run, part, definition)
+            stop = self._loop(ctx, executor, hooks, lease)
+        except BatchFailed as exc:
+            stop = Stop("failed", str(exc))
+        for hook in hooks:
+            hook.on_slice_end(ctx, stop if isinstance(stop, Stop) else None)
+        return self._conclude(run, part, stop)
+
+    def _hooks(self, control: RunControl, lease: Lease) -> list[Hook]:
+        return [ShutdownHook(self.shutdown), KillSwitchHook(KillSwitch(control.client, control.namespace)),
+                ControlHook(control, self.store), RateLimitHook(control), *self.extra_hooks,
+                CheckpointHook(control, lease), RowErrorLimitHook(), SleepHook()]
+
+    def _executor(self, run: Run, part: int, definition: object) -> BatchExecutor:
+        progress = run.parts[part]
+        scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id,
+                      upper=tuple(progress.upper_key) if progress.upper_key else None)
+        with self.engine.connect() as conn:
+            key = read_key_columns(conn, definition)  # type: ignore[arg-type]
+        return BatchExecutor(self.engine, definition, key, scope, run.id, part)  # type: ignore[arg-type]
+
+    def _loop(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook],
+              lease: Lease) -> Stop | _Finished | None:
+        deadline = time.monotonic() + self.slice_seconds
+        while time.monotonic() < deadline:
+            for hook in hooks:
+                stop = hook.before_batch(ctx)
+                if stop is not None:
+                    return stop
+            result = self._batch_with_retries(ctx, executor, hooks, lease)
+            if result is None:
+                return Stop("lost_lease", "another worker moved this part's cursor")
+            if result.last_key is None:
+                self.store.mark_part_done(ctx.run.id, ctx.part)
+                return _Finished()
+            ctx.record(result)
+            for hook in hooks:
+                stop = hook.after_batch(ctx, result)
+                if stop is not None:
+                    return stop
+        return None
+
+    def _batch_with_retries(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook],
+                            lease: Lease) -> BatchResult | None:
+        failing_since: float | None = None
+        attempt = 0
+        lock_timeouts = 0
+        while True:
+            timeouts = Timeouts(lock=ctx.options.lock_timeout, statement=ctx.options.statement_timeout)
+            try:
+                result = executor.run(ctx.cursor, ctx.batch_size, timeouts)
+                ctx.throttled = None if ctx.throttled in ("lock_timeout", "statement_timeout", "database_unavailable") else ctx.throttled
+                return result
+            except LostRace:
+                if not lease.renew():
+                    return None
+                self._reload_progress(ctx)  # our own commit whose acknowledgement was lost
+                continue
+            except sa.exc.DBAPIError as exc:
+                failure = classify(sqlstate(exc), isinstance(exc, sa.exc.OperationalError))
+                for hook in hooks:
+                    hook.on_failure(ctx, failure, exc)
+                if failure is Failure.FATAL:
+                    raise BatchFailed(f"batch after {ctx.cursor} failed: {error_text(exc)}") from None
+                failing_since = failing_since or time.monotonic()
+                if self.retry.gives_up(time.monotonic() - failing_since):
+                    raise BatchFailed(f"gave up after {self.retry.window_seconds:.0f}s of {failure.value} "
+                                      f"errors: {error_text(exc)}") from None
+                attempt += 1
+                lock_timeouts = lock_timeouts + 1 if failure is Failure.LOCK_TIMEOUT else 0
+                self._adapt(ctx, failure, lock_timeouts)
+                time.sleep(self.retry.delay(attempt))
+                lease.renew()
+
+    @staticmethod
+    def _adapt(ctx: SliceContext, failure: Failure, lock_timeouts: int) -> None:
+        if failure is Failure.STATEMENT_TIMEOUT:
+            if ctx.batch_size == 1:
+                raise BatchFailed(f"a single-row batch after {ctx.cursor} exceeded statement_timeout")
+            ctx.batch_size = max(1, ctx.batch_size // 2)
+            ctx.throttled = "statement_timeout"
+        elif failure is Failure.LOCK_TIMEOUT:
+            ctx.throttled = "lock_timeout"
+            if lock_timeouts >= 2:
+                ctx.batch_size = max(1, ctx.batch_size // 2)
+        else:
+            ctx.throttled = "database_unavailable"
+
+    def _reload_progress(self, ctx: SliceContext) -> None:
+        progress = self.store.get(ctx.run.id).parts[ctx.part]
+        ctx.cursor = progress.cursor
+        ctx.rows_processed, ctx.batches, ctx.row_errors = progress.rows_processed, progress.batches, progress.row_errors
+
+    def _conclude(self, run: Run, part: int, stop: Stop | _Finished | None) -> SliceOutcome:
+        if stop is None:
+            return SliceOutcome.CONTINUE
+        if isinstance(stop, _Finished):
+            return self._finish_if_complete(run.id)
+        if stop.reason == "shutdown":
+            return SliceOutcome.CONTINUE
+        if stop.reason == "failed":
+            self.store.transition(run.id, "failed", expected=["running"], error=stop.message)
+        elif stop.reason == "pause" and stop.message.startswith("kill switch"):
+            self.store.transition(run.id, "paused", expected=["running"], error=stop.message)
+        return SliceOutcome.DONE
+
+    def _finish_if_complete(self, run_id: str) -> SliceOutcome:
+        run = self.store.get(run_id)
+        if run.done and run.state == "running":
+            final = "completed_with_errors" if run.row_errors > 0 else "succeeded"
+            self.store.transition(run_id, final, expected=["running"])
+        return SliceOutcome.DONE

@@ -1,0 +1,201 @@
+"""Cross-cutting concerns of the batch loop as small hook objects.
+
+The loop in `backfills.engine` only runs batches; everything else (control flags,
+rate limits, sleeping, checkpoints, error limits, shutdown, metrics) is a hook. A hook
+may adjust the slice's plan (batch size, sleep, throttle reason) and may return a
+`Stop` to end the slice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from backfills.batch import BatchResult
+from backfills.control import Checkpoint, KillSwitch, Lease, RunControl
+from backfills.definition import Backfill
+from backfills.retry import Failure
+from backfills.runs import Run, RunOptions, RunStore
+
+__all__ = ["Hook", "SliceContext", "Stop", "ControlHook", "RateLimitHook", "SleepHook",
+           "CheckpointHook", "RowErrorLimitHook", "ShutdownHook", "KillSwitchHook"]
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a slice ends early: pause, cancel, shutdown, lost_lease or failed."""
+
+    reason: str
+    message: str = ""
+
+
+@dataclass
+class SliceContext:
+    """What one slice of one run part is doing right now (hooks read and adjust it)."""
+
+    run: Run
+    part: int
+    definition: Backfill
+    options: RunOptions
+    cursor: list[str] | None
+    batch_size: int
+    sleep: float
+    rows_processed: int = 0
+    batches: int = 0
+    row_errors: int = 0
+    throttled: str | None = None
+    last_batch_seconds: float = 0.0
+    run_row_errors_before: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def record(self, result: BatchResult) -> None:
+        """Fold a finished batch into the context."""
+        self.cursor = result.last_key
+        self.rows_processed += result.changed
+        self.row_errors += result.rejected
+        self.batches += 1
+        self.last_batch_seconds = result.seconds
+
+
+class Hook:
+    """Base hook: every method is optional."""
+
+    def before_batch(self, ctx: SliceContext) -> Stop | None:
+        """Called before each batch; may adjust `ctx` or stop the slice."""
+        return None
+
+    def after_batch(self, ctx: SliceContext, result: BatchResult) -> Stop | None:
+        """Called after each committed batch."""
+        return None
+
+    def on_failure(self, ctx: SliceContext, failure: Failure, error: BaseException) -> None:
+        """Called when a batch attempt failed (before any retry)."""
+
+    def on_slice_end(self, ctx: SliceContext, stop: Stop | None) -> None:
+        """Called once when the slice ends, however it ends."""
+
+
+class ControlHook(Hook):
+    """pause / cancel / set from any machine: Redis flags every batch, the durable state
+    every few seconds (so a Redis that lost its keys still cannot un-pause a run)."""
+
+    def __init__(self, control: RunControl, store: RunStore, durable_every: float = 5.0) -> None:
+        self.control = control
+        self.store = store
+        self.durable_every = durable_every
+        self._checked_at = time.monotonic()
+
+    def before_batch(self, ctx: SliceContext) -> Stop | None:
+        requested = self.control.requested()
+        if requested in ("pause", "cancel"):
+            return Stop(requested)
+        if time.monotonic() - self._checked_at >= self.durable_every:
+            self._checked_at = time.monotonic()
+            state = self.store.get(ctx.run.id).state
+            if state == "paused":
+                return Stop("pause")
+            if state == "cancelled":
+                return Stop("cancel")
+            if state != "running":
+                return Stop("lost_lease", f"run is {state}")
+        overrides = self.control.overrides()
+        ctx.batch_size = int(overrides.get("batch_size", ctx.options.batch_size))
+        ctx.sleep = float(overrides.get("sleep", ctx.options.sleep))
+        if "max_rows_per_second" in overrides:
+            ctx.options = ctx.options.replace(max_rows_per_second=float(overrides["max_rows_per_second"]))
+        return None
+
+
+class KillSwitchHook(Hook):
+    """A global stop for every run of the namespace: the run pauses, nothing is lost."""
+
+    def __init__(self, switch: KillSwitch) -> None:
+        self.switch = switch
+
+    def before_batch(self, ctx: SliceContext) -> Stop | None:
+        reason = self.switch.reason()
+        return Stop("pause", f"kill switch: {reason}") if reason else None
+
+
+class RateLimitHook(Hook):
+    """`--max-rows-per-second`: a token bucket in Redis shared by every worker of the run."""
+
+    def __init__(self, control: RunControl) -> None:
+        self.control = control
+
+    def before_batch(self, ctx: SliceContext) -> Stop | None:
+        rate = ctx.options.max_rows_per_second
+        if not rate:
+            return None
+        wait = self.control.token_bucket(rate).take(ctx.batch_size)
+        if wait > 0:
+            ctx.throttled = "rate_limit"
+            time.sleep(wait)
+        elif ctx.throttled == "rate_limit":
+            ctx.throttled = None
+        return None
+
+
+class SleepHook(Hook):
+    """`--sleep` seconds between batches."""
+
+    def after_batch(self, ctx: SliceContext, result: BatchResult) -> Stop | None:
+        if ctx.sleep > 0:
+            time.sleep(ctx.sleep)
+        return None
+
+
+class CheckpointHook(Hook):
+    """After each batch: the live checkpoint to Redis and the lease renewed."""
+
+    def __init__(self, control: RunControl, lease: Lease) -> None:
+        self.control = control
+        self.lease = lease
+
+    def _write(self, ctx: SliceContext) -> None:
+        self.control.write_checkpoint(ctx.part, Checkpoint(
+            cursor=ctx.cursor, rows_processed=ctx.rows_processed, batches=ctx.batches,
+            row_errors=ctx.row_errors, at=time.time(), batch_size=ctx.batch_size,
+            last_batch_seconds=ctx.last_batch_seconds, throttled=ctx.throttled,
+        ))
+
+    def before_batch(self, ctx: SliceContext) -> Stop | None:
+        if ctx.batches == 0 and "checkpointed" not in ctx.extra:
+            ctx.extra["checkpointed"] = True
+            self._write(ctx)
+        return None
+
+    def after_batch(self, ctx: SliceContext, result: BatchResult) -> Stop | None:
+        self._write(ctx)
+        self.control.record_batch_seconds(result.seconds)
+        if not self.lease.renew():
+            return Stop("lost_lease", "the lease expired and another worker may hold this part")
+        return None
+
+    def on_slice_end(self, ctx: SliceContext, stop: Stop | None) -> None:
+        self._write(ctx)
+
+
+class RowErrorLimitHook(Hook):
+    """Past `--max-row-errors` row errors (over the whole run) the run fails."""
+
+    def after_batch(self, ctx: SliceContext, result: BatchResult) -> Stop | None:
+        total = ctx.run_row_errors_before + ctx.row_errors
+        limit = ctx.options.max_row_errors
+        if total > limit:
+            return Stop("failed", f"{total} row errors, more than --max-row-errors {limit}; "
+                                  f"see `backfill errors {ctx.run.id}`")
+        return None
+
+
+class ShutdownHook(Hook):
+    """SIGTERM: the current batch finishes, then the slice ends and is re-queued."""
+
+    def __init__(self, event: threading.Event | None) -> None:
+        self.event = event
+
+    def before_batch(self, ctx: SliceContext) -> Stop | None:
+        if self.event is not None and self.event.is_set():
+            return Stop("shutdown")
+        return None
