@@ -1,0 +1,246 @@
+"""What the commands do, as plain functions over explicit resources.
+
+The CLI (`worker.cli`) and the demo call these; they hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import redis as redis_lib
+import sqlalchemy as sa
+from celery import Celery
+
+from backfills.batch import BatchExecutor, Timeouts, read_key_columns
+from backfills.control import RunControl
+from backfills.definition import Backfill
+from backfills.keyset import Scope, build
+from backfills.registry import Registry
+from backfills.runs import Run, RunOptions, RunStore
+from backfills.states import TERMINAL, check_transition
+from worker.app import dispatch
+from worker.settings import Settings
+
+__all__ = ["Resources", "RegistryGate", "BadInput", "count_remaining", "enqueue", "check", "CheckReport",
+           "control_run", "retune", "status_of", "retry_errors"]
+
+
+class BadInput(ValueError):
+    """The request cannot be done as asked (exit 2); nothing was written."""
+
+
+@dataclass
+class Resources:
+    """Connections a command needs, built from settings by the caller."""
+
+    settings: Settings
+    engine: sa.Engine
+    redis: redis_lib.Redis
+    registry: Registry
+    app: Celery
+
+    @property
+    def store(self) -> RunStore:
+        """Run records."""
+        return RunStore(self.engine)
+
+    def control(self, run_id: str) -> RunControl:
+        """Redis state of one run."""
+        return RunControl(self.redis, self.settings.namespace, run_id)
+
+
+def parse_tenant(tenant: str | None) -> str | None:
+    """A canonical tenant UUID, or BadInput for a malformed one."""
+    if tenant is None:
+        return None
+    try:
+        return str(uuid.UUID(tenant))
+    except ValueError:
+        raise BadInput(f"--tenant must be a UUID, got {tenant!r}") from None
+
+
+def _scope_for(definition: Backfill, tenant: str | None) -> Scope:
+    if tenant is not None and not definition.tenant_scopable:
+        raise BadInput(f"backfill {definition.name} cannot be scoped to one tenant "
+                       f"(its rows have no tenant column it can trust); run it without --tenant")
+    return Scope(tenant=tenant)
+
+
+def count_remaining(engine: sa.Engine, definition: Backfill, tenant: str | None = None) -> int:
+    """Rows that still need `definition` (never filtered by RLS: our sessions are system admin)."""
+    sql = build(definition, (), _scope_for(definition, tenant)).remaining()
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), {"tenant": tenant}).scalar_one())
+
+
+@dataclass(frozen=True)
+class RegistryGate:
+    """The migration runner's backfill gate: `verify` as a count."""
+
+    engine: sa.Engine
+    registry: Registry
+
+    def remaining(self, name: str) -> int:
+        """Rows that still need backfill `name` (KeyError if unknown)."""
+        return count_remaining(self.engine, self.registry.get(name))
+
+
+def enqueue(res: Resources, name: str, options: RunOptions, tenant: str | None = None,
+            parent_run_id: str | None = None) -> Run:
+    """Create a run (refused if one is active) and hand it to the workers."""
+    definition = res.registry.get(name)
+    options.validate()
+    tenant = parse_tenant(tenant)
+    _scope_for(definition, tenant)
+    estimate = (res.store.row_error_count(parent_run_id) if parent_run_id
+                else count_remaining(res.engine, definition, tenant))
+    run = res.store.create(name, options, tenant=tenant, parent_run_id=parent_run_id, rows_estimate=estimate)
+    control = res.control(run.id)
+    control.request("run")
+    for part in run.parts:
+        dispatch(res.app, res.settings, run.id, part.part)
+    return run
+
+
+def control_run(res: Resources, run_id: str, command: str) -> Run:
+    """pause, resume or cancel: the durable state first, then the Redis flag the workers
+    read before every batch; resume queues the run again."""
+    store = res.store
+    run = store.get(run_id)
+    target = {"pause": "paused", "resume": "queued", "cancel": "cancelled"}[command]
+    if command == "resume" and run.state != "paused":
+        raise BadInput(f"run {run_id} is {run.state}; only a paused run can be resumed")
+    check_transition(run.state, target, run_id)
+    run = store.transition(run_id, target)
+    control = res.control(run_id)
+    control.request({"pause": "pause", "resume": "run", "cancel": "cancel"}[command])
+    if command == "resume":
+        for part in run.parts:
+            if not part.done:
+                dispatch(res.app, res.settings, run_id, part.part)
+    return run
+
+
+def retune(res: Resources, run_id: str, **changes: float | int | None) -> Run:
+    """`set`: new batch size / sleep / rate for a live run, durable and live."""
+    values = {k: v for k, v in changes.items() if v is not None}
+    if not values:
+        raise BadInput("nothing to set: give --batch-size, --sleep or --max-rows-per-second")
+    run = res.store.get(run_id)
+    if run.state in TERMINAL:
+        raise BadInput(f"run {run_id} is {run.state}; there is nothing to retune")
+    try:
+        options = run.options.replace(**values)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    run = res.store.update_options(run_id, options)
+    res.control(run_id).set_overrides(**values)
+    return run
+
+
+def status_of(res: Resources, run: Run) -> dict[str, object]:
+    """`status --json` for one run: the durable record plus the live Redis checkpoint."""
+    data = run.to_status_json()
+    checkpoints = res.control(run.id).checkpoints()
+    throttled = sorted({cp.throttled for cp in checkpoints.values() if cp.throttled})
+    data["throttled"] = ", ".join(throttled) if throttled and run.state == "running" else None
+    if checkpoints:
+        data["batch_size"] = max(cp.batch_size for cp in checkpoints.values())
+        data["checkpoint_age_seconds"] = round(time.time() - max(cp.at for cp in checkpoints.values()), 3)
+    rate = _rate(run)
+    data["rows_per_second"] = round(rate, 1) if rate else None
+    remaining = run.rows_remaining_estimate
+    data["eta_seconds"] = (round(remaining / rate, 1) if rate and remaining is not None
+                           and run.state == "running" else (0 if run.state in TERMINAL else None))
+    return data
+
+
+def _rate(run: Run) -> float | None:
+    if run.started_at is None or run.rows_processed == 0:
+        return None
+    end = run.finished_at or run.last_progress_at or run.started_at
+    seconds = (end - run.started_at).total_seconds()
+    return run.rows_processed / seconds if seconds > 0 else None
+
+
+def retry_errors(res: Resources, run_id: str, options: RunOptions | None = None) -> Run:
+    """A new run over just the rows that failed in `run_id`."""
+    parent = res.store.get(run_id)
+    if parent.state not in TERMINAL:
+        raise BadInput(f"run {run_id} is {parent.state}; retry its errors once it has ended")
+    if res.store.row_error_count(run_id) == 0:
+        raise BadInput(f"run {run_id} has no row errors to retry")
+    return enqueue(res, parent.backfill, options or parent.options, tenant=parent.tenant, parent_run_id=run_id)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """`check`: what a run would do, measured without changing anything."""
+
+    backfill: str
+    rows_to_do: int
+    failing: list[tuple[str, int, str]]
+    plan: list[str]
+    sample_batches: int
+    sample_seconds: list[float] = field(default_factory=list)
+    predicted_seconds: float | None = None
+
+
+def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions, tenant: str | None = None,
+          samples: int = 3) -> CheckReport:
+    """Rows to do, rows that will fail and why, the batch plan, and a duration predicted
+    from sample batches run in transactions that are rolled back."""
+    definition = registry.get(name)
+    options.validate()
+    tenant = parse_tenant(tenant)
+    scope = _scope_for(definition, tenant)
+    todo = count_remaining(engine, definition, tenant)
+    with engine.connect() as conn:
+        key = read_key_columns(conn, definition)
+        batch = build(definition, key, scope)
+        failing = []
+        if batch.invalid_summary():
+            failing = [(r.reason, int(r.rows), r.example)
+                       for r in conn.execute(sa.text(batch.invalid_summary() or ""), {"tenant": tenant})]
+        plan = [r[0] for r in conn.execute(sa.text("EXPLAIN " + batch.batch(False)), {
+            "run_id": str(uuid.uuid4()), "part": 0, "limit": options.batch_size, "tenant": tenant,
+            "parent_run": None, "expected": None})]
+    seconds = _sample(engine, definition, key, scope, options, samples)
+    predicted = None
+    if seconds:
+        batches = -(-todo // options.batch_size) if todo else 0
+        predicted = batches * (statistics.median(seconds) + options.sleep)
+    return CheckReport(name, todo, failing, plan, len(seconds), seconds, predicted)
+
+
+def _sample(engine: sa.Engine, definition: Backfill, key: tuple, scope: Scope, options: RunOptions,
+            samples: int) -> list[float]:
+    """Time real batches in transactions that are rolled back (nothing is kept, not even
+    the throw-away run record the batch statement writes its progress to)."""
+    timings: list[float] = []
+    run_id = str(uuid.uuid4())
+    executor = BatchExecutor(engine, definition, key, scope, run_id, 0)
+    timeouts = Timeouts(options.lock_timeout, options.statement_timeout)
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            conn.execute(sa.text("INSERT INTO backfill.runs (id, backfill, state) VALUES "
+                                 "(CAST(:id AS uuid), :name, 'succeeded')"), {"id": run_id, "name": definition.name})
+            conn.execute(sa.text("INSERT INTO backfill.progress (run_id, part) VALUES (CAST(:id AS uuid), 0)"),
+                         {"id": run_id})
+            executor.begin_batch(conn, timeouts)
+            cursor = None
+            for _ in range(samples):
+                started = time.monotonic()
+                row = conn.execute(sa.text(executor.sql.batch(cursor is not None)),
+                                   {**executor.params(cursor), "limit": options.batch_size}).one_or_none()
+                timings.append(time.monotonic() - started)
+                if row is None:
+                    break
+                cursor = list(row.last_key)
+        finally:
+            trans.rollback()
+    return timings

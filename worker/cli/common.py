@@ -1,0 +1,144 @@
+"""What every command shares: exit codes, error reporting, lazily built resources."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+import redis as redis_lib
+import sqlalchemy as sa
+
+from backfills.definition import DefinitionError
+from backfills.operations import BadInput, Resources
+from backfills.registry import Registry, UnknownBackfill
+from backfills.runs import ActiveRunExists, RunNotFound
+from backfills.states import InvalidTransition
+from migrations.executor import MigrationFailed
+from migrations.files import MigrationError
+from worker.app import create_app
+from worker.db import DatabaseUnavailable, create_db_engine, ping
+from worker.settings import ConfigError, Settings, redact
+
+__all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_ROW_ERRORS", "EXIT_TIMEOUT",
+           "CliState", "command_errors", "echo_json", "fail", "pass_state"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_ROW_ERRORS, EXIT_TIMEOUT = 0, 1, 2, 3, 124
+
+_BAD_INPUT = (ConfigError, BadInput, UnknownBackfill, RunNotFound, ActiveRunExists, InvalidTransition,
+              DefinitionError, ValueError)
+_RUNTIME = (DatabaseUnavailable, MigrationFailed, sa.exc.OperationalError, redis_lib.ConnectionError,
+            redis_lib.TimeoutError)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Exit(Exception):
+    """End the command with `code` after printing `message` (if any) on stderr."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def fail(code: int, message: str) -> Exit:
+    """An `Exit` to raise."""
+    return Exit(code, message)
+
+
+def _sentence(exc: BaseException) -> str:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    else:
+        text = str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return redact(first)
+
+
+def _code_for(exc: BaseException) -> int:
+    if isinstance(exc, _RUNTIME):
+        return EXIT_FAILURE
+    if isinstance(exc, (MigrationError, *_BAD_INPUT)):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILURE
+
+
+def command_errors(fn: F) -> F:
+    """Turn known failures into one readable sentence on stderr and the SPEC exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exit as exc:
+            if exc.message:
+                click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+            sys.stderr.close()
+            sys.exit(EXIT_OK)
+        except Exception as exc:  # every other failure: one sentence, no traceback
+            if os.environ.get("BACKFILL_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"error: {_sentence(exc)}", err=True)
+            sys.exit(_code_for(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_json(data: object) -> None:
+    """Print `data` as JSON (datetimes as ISO strings)."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@dataclass
+class CliState:
+    """Settings, read once per invocation, and resources built on first use."""
+
+    settings: Settings
+    _engine: sa.Engine | None = None
+    _resources: Resources | None = None
+    _registry: Registry | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> Registry:
+        """Registered backfills."""
+        if self._registry is None:
+            self._registry = Registry.discover(self.settings.extra_definitions)
+        return self._registry
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The target database (checked reachable)."""
+        if self._engine is None:
+            url = self.settings.require_database()
+            self._engine = create_db_engine(url, application_name="backfill-cli")
+            ping(self._engine, url)
+        return self._engine
+
+    @property
+    def resources(self) -> Resources:
+        """Database, Redis, registry and Celery app (checked reachable)."""
+        if self._resources is None:
+            url = self.settings.require_redis()
+            client = redis_lib.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+            try:
+                client.ping()
+            except redis_lib.RedisError as exc:
+                raise Exit(EXIT_FAILURE, f"cannot connect to Redis at {redact(url)}: {_sentence(exc)}") from None
+            app, _ = create_app(self.settings)
+            self._resources = Resources(self.settings, self.engine, client, self.registry, app)
+        return self._resources
+
+
+pass_state = click.make_pass_decorator(CliState)
