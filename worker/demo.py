@@ -1,0 +1,202 @@
+"""The quickstart: real servers, sample data with bad rows, a real worker process, the
+four backfills with live progress, the contract migrations gated on them, a summary.
+Everything it starts, it stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis as redis_lib
+from rich.console import Console
+from rich.table import Table
+
+from backfills import operations as ops
+from backfills.registry import Registry
+from backfills.runs import RunOptions
+from backfills.states import TERMINAL
+from migrations.executor import BackfillRequired, MigrationRunner
+from migrations.files import load_migrations
+from migrations.planner import status_rows
+from worker import sample_data
+from worker.app import create_app
+from worker.cli.progress import watch
+from worker.db import create_db_engine
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
+from worker.settings import Settings, redact
+
+__all__ = ["Demo", "DemoOptions"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo runs on and how big it is."""
+
+    rows: int = 100_000
+    database_url: str | None = None
+    redis_url: str | None = None
+    workdir: Path = Path(".demo")
+
+
+class Demo:
+    """One demo session."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        self.options = options
+        self.console = Console()
+        self.say = self.console.print
+
+    def run(self) -> None:
+        """Run the whole quickstart; stop every process it started."""
+        started = time.monotonic()
+        with ExitStack() as stack:
+            settings = self._servers(stack)
+            engine = create_db_engine(settings.require_database())
+            stack.callback(engine.dispose)
+            registry = Registry.discover()
+            runner = MigrationRunner(engine, load_migrations(), gate=ops.RegistryGate(engine, registry),
+                                     log=lambda line: self.say(f"  [dim]{line}[/dim]"))
+            self._step("1. Expand: apply migrations up to 016 (DDL only, no data rewrite)")
+            runner.up("016")
+            self._step(f"2. Sample data: {self.options.rows:,} AOIs and {self.options.rows // 2:,} jobs, with bad rows")
+            sample_data.load(engine, sample_data.SampleSpec(aois=self.options.rows, jobs=self.options.rows // 2))
+            app, _ = create_app(settings)
+            client = redis_lib.Redis.from_url(settings.require_redis())
+            res = ops.Resources(settings, engine, client, registry, app)
+            for definition in registry:
+                self.say(f"  {definition.name:<22} {ops.count_remaining(engine, definition):>9,} rows to do")
+            self._step("3. A real worker process (backfill worker --concurrency 2)")
+            self._start_worker(stack, settings)
+            self._step("4. The four backfills, enqueued at once; live progress")
+            runs = [ops.enqueue(res, d.name, RunOptions()).id for d in registry]
+            watch(res, runs, interval=0.5, console=self.console)
+            self._summary(res, runs)
+            self._contract(res, runner, runs, engine)
+            self._step("7. migrate status")
+            for row in status_rows(runner.files, runner.applied()):
+                mark = "[green]applied[/green]" if row["applied"] else "[yellow]pending[/yellow]"
+                self.say(f"  {row['version']} {mark} {row['name']}")
+        self.say(f"\n[bold]demo finished in {time.monotonic() - started:.0f}s[/bold]; every process it started is stopped.")
+
+    # -- steps -----------------------------------------------------------------------
+    def _step(self, title: str) -> None:
+        self.say(f"\n[bold cyan]{title}[/bold cyan]")
+
+    def _servers(self, stack: ExitStack) -> Settings:
+        workdir = self.options.workdir.resolve()
+        database_url = self.options.database_url or os.environ.get("DATABASE_URL")
+        redis_url = self.options.redis_url or os.environ.get("REDIS_URL")
+        self._step("0. Servers")
+        if not database_url:
+            pg = EmbeddedPostgres(scratch_dir("backfill-demo-") / "pg")
+            pg.start()
+            stack.callback(pg.destroy)
+            database_url = pg.url()
+            self.say(f"  embedded PostgreSQL (pid {pg.pid()}) at {database_url}")
+        else:
+            self.say(f"  PostgreSQL at {redact(database_url)}")
+        database_url = self._demo_database(stack, database_url)
+        if not redis_url:
+            rd = EmbeddedRedis(workdir / "redis")
+            rd.start()
+            stack.callback(rd.stop)
+            redis_url = rd.url
+            self.say(f"  embedded Redis (pid {rd.pid()}) at {redis_url}")
+        else:
+            self.say(f"  Redis at {redact(redis_url)}")
+        namespace = f"demo-{uuid.uuid4().hex[:8]}"
+        return Settings(database_url=database_url, redis_url=redis_url, broker_url=redis_url,
+                        namespace=namespace, queue=f"{namespace}-q")
+
+    def _demo_database(self, stack: ExitStack, server_url: str) -> str:
+        """A fresh database of the demo's own on that server, dropped at the end."""
+        import psycopg
+        from psycopg import sql
+
+        from worker.db import libpq_url
+        name = f"backfill_demo_{uuid.uuid4().hex[:8]}"
+        admin = psycopg.conninfo.conninfo_to_dict(libpq_url(server_url))
+        with psycopg.connect(**admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+        def drop() -> None:
+            with psycopg.connect(**admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+        stack.callback(drop)
+        return psycopg.conninfo.make_conninfo(libpq_url(server_url), dbname=name)
+
+    def _start_worker(self, stack: ExitStack, settings: Settings) -> None:
+        log_path = self.options.workdir.resolve() / "worker.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "DATABASE_URL": _as_url(settings.require_database()),
+               "REDIS_URL": settings.require_redis(), "BACKFILL_NAMESPACE": settings.namespace,
+               "BACKFILL_QUEUE": settings.queue}
+        env.pop("CELERY_BROKER_URL", None)
+        log = open(log_path, "w")
+        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--concurrency", "2"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def stop() -> None:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            log.close()
+
+        stack.callback(stop)
+        self.say(f"  worker pid {proc.pid}, log in {log_path}")
+
+    def _summary(self, res: ops.Resources, runs: list[str]) -> None:
+        self._step("5. Summary")
+        table = Table()
+        for column in ("backfill", "state", "rows changed", "row errors", "batches", "seconds", "rows/s"):
+            table.add_column(column)
+        for run_id in runs:
+            run = res.store.get(run_id)
+            seconds = ((run.finished_at or run.updated_at) - (run.started_at or run.created_at)).total_seconds()
+            rate = run.rows_processed / seconds if seconds > 0 else 0
+            table.add_row(run.backfill, run.state, f"{run.rows_processed:,}", f"{run.row_errors:,}",
+                          f"{run.batches:,}", f"{seconds:.1f}", f"{rate:,.0f}")
+        self.console.print(table)
+
+    def _contract(self, res: ops.Resources, runner: MigrationRunner, runs: list[str], engine: object) -> None:
+        self._step("6. Contract: migrate up (017-019 wait on their backfills)")
+        try:
+            runner.up()
+        except BackfillRequired as exc:
+            self.say(f"  [red]refused:[/red] {exc}")
+        failed = [res.store.get(r) for r in runs if res.store.get(r).row_errors]
+        for run in failed:
+            self.say(f"  backfill errors {run.id} ({run.backfill}):")
+            for err in res.store.row_errors(run.id, limit=4):
+                self.say(f"    {err.key[0]}  {err.error}")
+        fixed = sample_data.fix_bad_rows(engine)  # type: ignore[arg-type]
+        self.say(f"  the data is fixed by hand (demo only): {fixed['aois']} AOIs, {fixed['jobs']} jobs")
+        retries = [ops.retry_errors(res, run.id).id for run in failed]
+        self.say(f"  backfill retry-errors: {len(retries)} new run(s) over just the failed rows")
+        watch(res, retries, interval=0.5, console=self.console)
+        while any(res.store.get(r).state not in TERMINAL for r in retries):
+            time.sleep(0.2)
+        runner.up()
+
+
+def _as_url(conninfo: str) -> str:
+    """A `postgresql://` URL for a key=value conninfo (what the worker's environment takes)."""
+    if conninfo.startswith("postgresql://"):
+        return conninfo
+    import psycopg
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    password = f":{info['password']}" if info.get("password") else ""
+    return (f"postgresql://{info.get('user', 'postgres')}{password}@{info.get('host', '127.0.0.1')}:"
+            f"{info.get('port', 5432)}/{info['dbname']}")
