@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,3 +106,20 @@ def redis_client(redis_url: str, namespace: str) -> Iterator[redis_lib.Redis]:
 def settings(db_url: str, redis_url: str, namespace: str) -> Settings:
     return Settings(database_url=db_url, redis_url=redis_url, broker_url=redis_url,
                     namespace=namespace, queue=f"{namespace}-q")
+
+
+@pytest.fixture
+def workers(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """Start real `backfill worker` processes: `workers(concurrency=1, **env)`; all stopped at the end."""
+    from tests.support.workers import WorkerProcess
+
+    started: list[WorkerProcess] = []
+
+    def start(concurrency: int = 1, args: tuple[str, ...] = (), **env: str) -> WorkerProcess:
+        proc = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", concurrency, env, args)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
