@@ -1,0 +1,174 @@
+"""Shared machinery: servers, identical database copies, a real worker, measurements."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import redis as redis_lib
+import sqlalchemy as sa
+
+from backfills.control import RunControl
+from worker.db import create_db_engine
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
+from worker.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Servers:
+    """The PostgreSQL server (admin URL) and Redis used by one benchmark session."""
+
+    admin_url: str
+    redis_url: str
+
+
+@contextmanager
+def servers(fast: bool = False) -> Iterator[Servers]:
+    """Embedded servers unless DATABASE_URL/REDIS_URL are set (durable settings by default)."""
+    pg = rd = None
+    admin = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    try:
+        if not admin:
+            pg = EmbeddedPostgres(scratch_dir("backfill-bench-") / "pg", fast=fast,
+                                  extra_conf={"max_wal_size": "4GB", "checkpoint_timeout": "30min"})
+            pg.start()
+            admin = pg.url()
+        if not redis_url:
+            rd = EmbeddedRedis(scratch_dir("backfill-bench-redis-")).start()
+            redis_url = rd.url
+        yield Servers(admin, redis_url)
+    finally:
+        if rd:
+            rd.stop()
+        if pg:
+            pg.destroy()
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the admin URL's server."""
+    info = psycopg.conninfo.conninfo_to_dict(admin_url.replace("postgresql+psycopg://", "postgresql://"))
+    return (f"postgresql://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:"
+            f"{info.get('port', 5432)}/{name}")
+
+
+def clone(admin_url: str, template: str) -> str:
+    """CREATE DATABASE ... TEMPLATE: an identical copy; returns its name."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
+def drop(admin_url: str, name: str) -> None:
+    """DROP DATABASE ... WITH (FORCE)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def checkpoint(url: str) -> None:
+    """CHECKPOINT + ANALYZE so each measured step starts from the same state."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        conn.execute("ANALYZE")
+
+
+def timed_sql(url: str, sql: str) -> float:
+    """Seconds one statement takes, in its own transaction."""
+    with psycopg.connect(url, autocommit=True, options="-c app.is_system_admin=true") as conn:
+        started = time.perf_counter()
+        conn.execute(sql)
+        return time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+@dataclass
+class WorkerRunResult:
+    """What one run through the real worker measured."""
+
+    wall_seconds: float
+    engine_seconds: float
+    rows: int
+    batches: int
+    batch_p50: float
+    batch_p99: float
+    peak_rss_mb: float
+
+
+def _peak_rss_mb(pgid: int) -> float:
+    """Highest VmHWM (peak resident set) among the worker's processes, in MiB."""
+    peak = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    return peak / 1024
+
+
+def run_worker(settings: Settings, backfill: str, options: list[str], concurrency: int = 1) -> WorkerRunResult:
+    """Start a real `backfill worker`, enqueue, wait, measure, stop it."""
+    env = {**os.environ, "DATABASE_URL": settings.require_database(), "REDIS_URL": settings.require_redis(),
+           "BACKFILL_NAMESPACE": settings.namespace, "BACKFILL_QUEUE": settings.queue}
+    log = open(REPO / "bench" / "results" / "worker.log.tmp", "w")
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency),
+                               "--loglevel", "WARNING"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        time.sleep(4)  # worker start-up is not part of the measurement
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", backfill, *options], env=env,
+                             capture_output=True, text=True, check=True)
+        run_id = out.stdout.strip().splitlines()[-1]
+        subprocess.run([sys.executable, "-m", "worker.cli", "wait", run_id], env=env, capture_output=True,
+                       text=True)
+        wall = time.perf_counter() - started
+        peak = _peak_rss_mb(worker.pid)
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(60)
+        log.close()
+    engine = create_db_engine(settings.require_database(), pooled=False)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT r.state, extract(epoch FROM r.finished_at - r.started_at) AS secs, sum(p.rows_processed) AS rows,"
+            " sum(p.batches) AS batches FROM backfill.runs r JOIN backfill.progress p ON p.run_id = r.id"
+            " WHERE r.id = CAST(:id AS uuid) GROUP BY r.id"), {"id": run_id}).one()
+    engine.dispose()
+    durations = RunControl(redis_lib.Redis.from_url(settings.require_redis()), settings.namespace,
+                           run_id).batch_seconds()
+    if row.state not in ("succeeded", "completed_with_errors"):
+        raise RuntimeError(f"run {run_id} ended {row.state}")
+    return WorkerRunResult(wall, float(row.secs), int(row.rows), int(row.batches),
+                           statistics.median(durations), percentile(durations, 99), peak)
+
+
+def write_result(name: str, data: dict[str, object]) -> Path:
+    """bench/results/<name>.json"""
+    path = REPO / "bench" / "results" / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
