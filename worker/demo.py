@@ -50,7 +50,7 @@ class Demo:
 
     def __init__(self, options: DemoOptions) -> None:
         self.options = options
-        self.console = Console()
+        self.console = Console() if sys.stdout.isatty() else Console(width=120)
         self.say = self.console.print
 
     def run(self) -> None:
@@ -186,6 +186,7 @@ class Demo:
         retries = [ops.retry_errors(res, run.id).id for run in failed]
         self.say(f"  backfill retry-errors: {len(retries)} new run(s) over just the failed rows")
         watch(res, retries, interval=0.5, console=self.console)
+        self.say("")
         while any(res.store.get(r).state not in TERMINAL for r in retries):
             time.sleep(0.2)
         runner.up()
