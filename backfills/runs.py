@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import json
-import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,107 +19,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from backfills.options import RunOptions
 from backfills.queries import load_queries
 from backfills.states import ACTIVE, STATES, TERMINAL, InvalidTransition, check_transition
 
 __all__ = ["ActiveRunExists", "Progress", "RowError", "Run", "RunNotFound", "RunOptions", "RunStore"]
 
-MAX_BATCH_SIZE = 1_000_000
-MAX_PARTITIONS = 64
+
 _ONE_ACTIVE_INDEX = "runs_one_active_per_backfill"
 _CREATE_ATTEMPTS = 3
 _ACTIVE_STATES = sorted(ACTIVE)
 
 Key = list[str]
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_int(name: str, value: object, low: int, high: int | None, words: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{_flag(name)} must be {words}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{_flag(name)} must be at most {high}, got {value!r}")
-
-
-def _check_number(name: str, value: object, *, zero_ok: bool, optional: bool, unit: str) -> None:
-    if value is None and optional:
-        return
-    if _is_number(value) and (value > 0 or (zero_ok and value == 0)):  # type: ignore[operator]
-        return
-    words = ("zero or " if zero_ok else "") + f"a positive number{unit}"
-    raise ValueError(f"{_flag(name)} must be {words}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run goes: batch size, pacing and safety limits (the `enqueue` options).
-
-    Times are in seconds. Constructing does not validate; `validate()`, `from_json()` and
-    `replace()` do, and `RunStore` validates before writing.
-    """
-
-    batch_size: int = 10_000
-    sleep: float = 0.1
-    max_rows_per_second: float | None = None
-    target_batch_seconds: float | None = None
-    lock_timeout: float = 2.0
-    statement_timeout: float = 30.0
-    max_replication_lag: float = 10.0
-    max_row_errors: int = 1000
-    partitions: int = 1
-
-    def validate(self) -> None:
-        """Raise `ValueError` (one sentence naming the command-line option) on a bad value."""
-        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, "a positive whole number")
-        _check_number("sleep", self.sleep, zero_ok=True, optional=False, unit=" of seconds")
-        _check_number("max_rows_per_second", self.max_rows_per_second, zero_ok=False, optional=True,
-                      unit=" of rows per second")
-        _check_number("target_batch_seconds", self.target_batch_seconds, zero_ok=False, optional=True,
-                      unit=" of seconds")
-        for name in ("lock_timeout", "statement_timeout", "max_replication_lag"):
-            _check_number(name, getattr(self, name), zero_ok=False, optional=False, unit=" of seconds")
-        _check_int("max_row_errors", self.max_row_errors, 0, None, "zero or a positive whole number")
-        _check_int("partitions", self.partitions, 1, MAX_PARTITIONS,
-                   f"a whole number from 1 to {MAX_PARTITIONS}")
-
-    def to_json(self) -> dict[str, object]:
-        """Every option by field name (JSON-serialisable; `None` for unset limits)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> RunOptions:
-        """Options from `to_json()` output; missing keys take defaults, unknown keys raise `ValueError`."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"run options must be a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - _OPTION_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown run option(s): {', '.join(map(str, unknown))}")
-        options = cls(**{key: _as_float(key, value) for key, value in data.items()})  # type: ignore[arg-type]
-        options.validate()
-        return options
-
-    def replace(self, **changes: Any) -> RunOptions:
-        """A validated copy with `changes` applied (unknown names raise `ValueError`)."""
-        return RunOptions.from_json({**self.to_json(), **changes})
-
-
-_OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(RunOptions))
-_FLOAT_FIELDS = frozenset({"sleep", "max_rows_per_second", "target_batch_seconds", "lock_timeout",
-                           "statement_timeout", "max_replication_lag"})
-
-
-def _as_float(key: str, value: object) -> object:
-    """Whole numbers stored for float options come back from JSON as int: make them float."""
-    if key in _FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -15,7 +15,6 @@ CREATE TABLE IF NOT EXISTS backfill.runs (
                                      'completed_with_errors', 'failed', 'cancelled')),
     options         jsonb       NOT NULL DEFAULT '{}'::jsonb,
     tenant          uuid        NULL,
-    only_keys       jsonb       NULL,
     parent_run_id   uuid        NULL REFERENCES backfill.runs (id) ON DELETE SET NULL,
     rows_estimate   bigint      NULL,
     last_error      text        NULL,
