@@ -40,6 +40,7 @@ __all__ = [
 
 RUN_TTL_SECONDS = 7 * 24 * 3600
 BATCH_HISTORY = 10_000
+EVENT_HISTORY = 50
 """How long a run's keys survive after its last write."""
 
 COMMANDS = ("pause", "cancel", "run")
@@ -316,6 +317,20 @@ class RunControl:
     def batch_seconds(self) -> list[float]:
         """Durations of the run's most recent batches, newest first."""
         return [float(v) for v in self.client.lrange(self.key("batch_seconds"), 0, -1)]
+
+    def add_event(self, text: str, at: float | None = None) -> None:
+        """Record something an operator should read later (failover, give-up, kill switch)."""
+        key = self.key("events")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at if at is not None else time.time()))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(key, f"{stamp} {text}")
+        pipe.ltrim(key, 0, EVENT_HISTORY - 1)
+        pipe.expire(key, RUN_TTL_SECONDS)
+        pipe.execute()
+
+    def events(self, limit: int = EVENT_HISTORY) -> list[str]:
+        """The run's most recent events, oldest first."""
+        return [_text(v) or "" for v in reversed(self.client.lrange(self.key("events"), 0, limit - 1))]
 
     def checkpoints(self) -> dict[int, Checkpoint]:
         """The checkpoint of every partition that wrote one, by partition number."""

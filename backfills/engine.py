@@ -23,9 +23,13 @@ from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, 
 from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.retry import Failure, RetryPolicy, classify
+from backfills.throttle import AdaptiveBatchHook, HealthMonitor, ThrottleHook
 from backfills.runs import Run, RunStore
 
 __all__ = ["SliceOutcome", "SliceRunner", "BatchFailed"]
+
+
+_RETRY_REASONS = {"lock_timeout", "statement_timeout", "database_unavailable"}
 
 
 class SliceOutcome(Enum):
@@ -92,20 +96,23 @@ class SliceRunner:
                            rows_processed=progress.rows_processed, batches=progress.batches,
                            row_errors=progress.row_errors,
                            run_row_errors_before=run.row_errors - progress.row_errors)
-        hooks = self._hooks(control, lease)
+        deadline = time.monotonic() + self.slice_seconds
+        hooks = self._hooks(control, lease, deadline)
         try:
             executor = self._executor(run, part, definition)
-            stop = self._loop(ctx, executor, hooks, lease)
+            stop = self._loop(ctx, executor, hooks, lease, control, deadline)
         except BatchFailed as exc:
             stop = Stop("failed", str(exc))
         for hook in hooks:
             hook.on_slice_end(ctx, stop if isinstance(stop, Stop) else None)
         return self._conclude(run, part, stop)
 
-    def _hooks(self, control: RunControl, lease: Lease) -> list[Hook]:
+    def _hooks(self, control: RunControl, lease: Lease, deadline: float) -> list[Hook]:
+        monitor = HealthMonitor(self.engine, control.client, control.namespace)
         return [ShutdownHook(self.shutdown), KillSwitchHook(KillSwitch(control.client, control.namespace)),
-                ControlHook(control, self.store), RateLimitHook(control), *self.extra_hooks,
-                CheckpointHook(control, lease), RowErrorLimitHook(), SleepHook()]
+                ControlHook(control, self.store), ThrottleHook(monitor, control, lease.renew, lambda: deadline),
+                RateLimitHook(control), *self.extra_hooks, CheckpointHook(control, lease), AdaptiveBatchHook(),
+                RowErrorLimitHook(), SleepHook()]
 
     def _executor(self, run: Run, part: int, definition: object) -> BatchExecutor:
         progress = run.parts[part]
@@ -115,15 +122,15 @@ class SliceRunner:
             key = read_key_columns(conn, definition)  # type: ignore[arg-type]
         return BatchExecutor(self.engine, definition, key, scope, run.id, part)  # type: ignore[arg-type]
 
-    def _loop(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook],
-              lease: Lease) -> Stop | _Finished | None:
-        deadline = time.monotonic() + self.slice_seconds
+    def _loop(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
+              control: RunControl, deadline: float) -> Stop | _Finished | None:
         while time.monotonic() < deadline:
+            ctx.batch_factor = 1.0
             for hook in hooks:
                 stop = hook.before_batch(ctx)
                 if stop is not None:
                     return stop
-            result = self._batch_with_retries(ctx, executor, hooks, lease)
+            result = self._batch_with_retries(ctx, executor, hooks, lease, control)
             if result is None:
                 return Stop("lost_lease", "another worker moved this part's cursor")
             if result.last_key is None:
@@ -137,15 +144,19 @@ class SliceRunner:
         return None
 
     def _batch_with_retries(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook],
-                            lease: Lease) -> BatchResult | None:
+                            lease: Lease, control: RunControl) -> BatchResult | None:
         failing_since: float | None = None
         attempt = 0
         lock_timeouts = 0
         while True:
             timeouts = Timeouts(lock=ctx.options.lock_timeout, statement=ctx.options.statement_timeout)
             try:
-                result = executor.run(ctx.cursor, ctx.batch_size, timeouts)
-                ctx.throttled = None if ctx.throttled in ("lock_timeout", "statement_timeout", "database_unavailable") else ctx.throttled
+                result = executor.run(ctx.cursor, ctx.effective_batch_size, timeouts)
+                if ctx.throttled in _RETRY_REASONS:
+                    ctx.throttled = None
+                if failing_since is not None and attempt:
+                    control.add_event(f"recovered after {time.monotonic() - failing_since:.1f}s "
+                                      f"and {attempt} retr{'y' if attempt == 1 else 'ies'}")
                 return result
             except LostRace:
                 if not lease.renew():
@@ -158,7 +169,9 @@ class SliceRunner:
                     hook.on_failure(ctx, failure, exc)
                 if failure is Failure.FATAL:
                     raise BatchFailed(f"batch after {ctx.cursor} failed: {error_text(exc)}") from None
-                failing_since = failing_since or time.monotonic()
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    control.add_event(f"{failure.value}: {error_text(exc)}; retrying with back-off")
                 if self.retry.gives_up(time.monotonic() - failing_since):
                     raise BatchFailed(f"gave up after {self.retry.window_seconds:.0f}s of {failure.value} "
                                       f"errors: {error_text(exc)}") from None
@@ -192,7 +205,7 @@ class SliceRunner:
             return SliceOutcome.CONTINUE
         if isinstance(stop, _Finished):
             return self._finish_if_complete(run.id)
-        if stop.reason == "shutdown":
+        if stop.reason in ("shutdown", "throttled"):
             return SliceOutcome.CONTINUE
         if stop.reason == "failed":
             self.store.transition(run.id, "failed", expected=["running"], error=stop.message)

@@ -41,6 +41,7 @@ class SliceContext:
     cursor: list[str] | None
     batch_size: int
     sleep: float
+    batch_factor: float = 1.0
     rows_processed: int = 0
     batches: int = 0
     row_errors: int = 0
@@ -49,6 +50,11 @@ class SliceContext:
     run_row_errors_before: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def effective_batch_size(self) -> int:
+        """The size of the next batch: the planned size times any throttle factor."""
+        return max(1, int(self.batch_size * self.batch_factor))
+
     def record(self, result: BatchResult) -> None:
         """Fold a finished batch into the context."""
         self.cursor = result.last_key
@@ -56,6 +62,15 @@ class SliceContext:
         self.row_errors += result.rejected
         self.batches += 1
         self.last_batch_seconds = result.seconds
+
+
+def write_checkpoint(control: RunControl, ctx: SliceContext) -> None:
+    """The live checkpoint of `ctx`'s part, for `status`, the exporter and the reconciler."""
+    control.write_checkpoint(ctx.part, Checkpoint(
+        cursor=ctx.cursor, rows_processed=ctx.rows_processed, batches=ctx.batches,
+        row_errors=ctx.row_errors, at=time.time(), batch_size=ctx.effective_batch_size,
+        last_batch_seconds=ctx.last_batch_seconds, throttled=ctx.throttled,
+    ))
 
 
 class Hook:
@@ -100,7 +115,10 @@ class ControlHook(Hook):
             if state != "running":
                 return Stop("lost_lease", f"run is {state}")
         overrides = self.control.overrides()
-        ctx.batch_size = int(overrides.get("batch_size", ctx.options.batch_size))
+        wanted = overrides.get("batch_size")
+        if wanted is not None and wanted != ctx.extra.get("applied_batch_size"):
+            ctx.extra["applied_batch_size"] = wanted
+            ctx.batch_size = int(wanted)
         ctx.sleep = float(overrides.get("sleep", ctx.options.sleep))
         if "max_rows_per_second" in overrides:
             ctx.options = ctx.options.replace(max_rows_per_second=float(overrides["max_rows_per_second"]))
@@ -128,7 +146,7 @@ class RateLimitHook(Hook):
         rate = ctx.options.max_rows_per_second
         if not rate:
             return None
-        wait = self.control.token_bucket(rate).take(ctx.batch_size)
+        wait = self.control.token_bucket(rate).take(ctx.effective_batch_size)
         if wait > 0:
             ctx.throttled = "rate_limit"
             time.sleep(wait)
@@ -154,11 +172,7 @@ class CheckpointHook(Hook):
         self.lease = lease
 
     def _write(self, ctx: SliceContext) -> None:
-        self.control.write_checkpoint(ctx.part, Checkpoint(
-            cursor=ctx.cursor, rows_processed=ctx.rows_processed, batches=ctx.batches,
-            row_errors=ctx.row_errors, at=time.time(), batch_size=ctx.batch_size,
-            last_batch_seconds=ctx.last_batch_seconds, throttled=ctx.throttled,
-        ))
+        write_checkpoint(self.control, ctx)
 
     def before_batch(self, ctx: SliceContext) -> Stop | None:
         if ctx.batches == 0 and "checkpointed" not in ctx.extra:

@@ -150,7 +150,7 @@ FROM bounds b"""
 
     def record_row_error(self) -> str:
         """Record one failing key (isolated by bisection) and move the cursor past it."""
-        return f"""WITH rejected AS (
+        return """WITH rejected AS (
     INSERT INTO backfill.row_errors (run_id, key, error)
     VALUES (CAST(:run_id AS uuid), CAST(:key AS jsonb), :error)
     ON CONFLICT (run_id, key) DO NOTHING RETURNING 1
