@@ -125,6 +125,9 @@ class EmbeddedPostgres:
             "max_connections": "200",
             "shared_buffers": "256MB",
             "logging_collector": "off",
+            "wal_level": "replica",
+            "max_wal_senders": "10",
+            "hot_standby_feedback": "on",
         }
         if self.fast:
             conf |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -152,6 +155,24 @@ class EmbeddedPostgres:
         """Stop then start on the same port: every client connection is dropped."""
         self.stop()
         self.start()
+
+    def standby(self, data_dir: Path, **extra_conf: str) -> EmbeddedPostgres:
+        """A streaming standby of this (running) server: `pg_basebackup -R` into
+        `data_dir`; returned unstarted, on a port of its own."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        user = _service_user()
+        if user:
+            shutil.chown(data_dir, user, user)
+        data_dir.chmod(0o700)
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-D", str(data_dir),
+                  "-R", "-X", "stream", "-c", "fast")
+        return EmbeddedPostgres(data_dir, bin_dir=self.bin_dir, fast=self.fast,
+                                extra_conf={"hot_standby": "on", "wal_receiver_status_interval": "1s",
+                                            **extra_conf})
+
+    def promote(self, timeout: float = 60) -> None:
+        """Promote this standby to a primary and wait until it accepts writes."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", str(int(timeout)), "promote")
 
     def pid(self) -> int | None:
         """Postmaster pid, or None when the server is not running."""
