@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, error_text, read_key_columns, sqlstate
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
-                             ShutdownHook, SleepHook, SliceContext, Stop)
+                             ShutdownHook, SleepHook, SliceContext, Stop, write_checkpoint)
 from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.retry import Failure, RetryPolicy, classify
@@ -178,6 +178,7 @@ class SliceRunner:
                 attempt += 1
                 lock_timeouts = lock_timeouts + 1 if failure is Failure.LOCK_TIMEOUT else 0
                 self._adapt(ctx, failure, lock_timeouts)
+                write_checkpoint(control, ctx)
                 time.sleep(self.retry.delay(attempt))
                 lease.renew()
 

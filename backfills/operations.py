@@ -144,7 +144,9 @@ def retune(res: Resources, run_id: str, **changes: float | int | None) -> Run:
 def status_of(res: Resources, run: Run) -> dict[str, object]:
     """`status --json` for one run: the durable record plus the live Redis checkpoint."""
     data = run.to_status_json()
-    checkpoints = res.control(run.id).checkpoints()
+    control = res.control(run.id)
+    checkpoints = control.checkpoints()
+    data["events"] = control.events(limit=20)
     throttled = sorted({cp.throttled for cp in checkpoints.values() if cp.throttled})
     data["throttled"] = ", ".join(throttled) if throttled and run.state == "running" else None
     if checkpoints:

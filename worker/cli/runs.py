@@ -59,6 +59,9 @@ def status(state: CliState, run_id: str | None, as_json: bool, live: bool) -> No
         click.echo("no runs yet: start one with `backfill enqueue NAME`")
     for item in data:
         click.echo(render_line(item))
+    if run_id:
+        for event in data[0].get("events") or []:  # type: ignore[union-attr]
+            click.echo(f"  {event}")
 
 
 def _control(command: str):  # type: ignore[no-untyped-def]
