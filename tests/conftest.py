@@ -123,3 +123,26 @@ def workers(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., object
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def worker_role(db_url: str, pg_admin_url: str) -> Iterator[str]:
+    """A non-superuser role with exactly the grants of docs/worker-role.sql on this test's database."""
+    import psycopg
+
+    role = servers.unique_name("bfrole")
+    grants = (Path(__file__).resolve().parents[1] / "docs" / "worker-role.sql").read_text()
+    grants = grants.replace("backfill_worker", role).replace("PASSWORD 'change-me'", "PASSWORD 'pw'")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(grants)
+    yield role
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f'REASSIGN OWNED BY "{role}" TO postgres')
+        conn.execute(f'DROP OWNED BY "{role}"')
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def role_url(db_url: str, role: str) -> str:
+    """`db_url` connecting as `role` (password 'pw')."""
+    return db_url.replace("postgresql://postgres@", f"postgresql://{role}:pw@", 1)
