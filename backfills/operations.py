@@ -18,6 +18,7 @@ from backfills.batch import BatchExecutor, Timeouts, read_key_columns
 from backfills.control import RunControl
 from backfills.definition import Backfill
 from backfills.keyset import Scope, build
+from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
 from backfills.states import TERMINAL, check_transition
@@ -97,7 +98,10 @@ def enqueue(res: Resources, name: str, options: RunOptions, tenant: str | None =
     _scope_for(definition, tenant)
     estimate = (res.store.row_error_count(parent_run_id) if parent_run_id
                 else count_remaining(res.engine, definition, tenant))
-    run = res.store.create(name, options, tenant=tenant, parent_run_id=parent_run_id, rows_estimate=estimate)
+    with res.engine.connect() as conn:
+        bounds = read_bounds(conn, definition, read_key_columns(conn, definition), options.partitions)
+    run = res.store.create(name, options, tenant=tenant, parent_run_id=parent_run_id, rows_estimate=estimate,
+                           parts=part_ranges(bounds))
     control = res.control(run.id)
     control.request("run")
     for part in run.parts:
