@@ -126,6 +126,10 @@ class CliState:
             ping(self._engine, url)
         return self._engine
 
+    def check_database(self) -> None:
+        """Fail now (exit 1, one sentence) if the database cannot be reached."""
+        _ = self.engine
+
     @property
     def resources(self) -> Resources:
         """Database, Redis, registry and Celery app (checked reachable)."""

@@ -28,7 +28,7 @@ def worker(state: CliState, concurrency: int, queues: str | None, pool: str, max
     settings = state.settings
     settings.require_redis()
     settings.require_broker()
-    state.engine  # refuse early, with one sentence, when the database is unreachable
+    state.check_database()  # refuse early, with one sentence, when the database is unreachable
     app, runtime = create_app(settings)
     reconciler = Reconciler(app, runtime)
 
