@@ -29,9 +29,11 @@ from migrations.sqltext import split_statements
 __all__ = ["BackfillGate", "BackfillRequired", "MigrationFailed", "MigrationRunner", "RunnerOptions"]
 
 _ADVISORY_KEY = "backfill-worker:migrate"
+_LOCK_POLL_SECONDS = 0.25
 _RETRYABLE_SQLSTATES = {"55P03", "40P01"}  # lock_not_available, deadlock_detected
 _CIC_RE = re.compile(
-    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(\"?[\w.]+\"?)",
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(\"?\w+\"?)"
+    r"\s+ON\s+(?:ONLY\s+)?(\"?[\w]+\"?(?:\.\"?\w+\"?)?)",
     re.IGNORECASE,
 )
 _TABLE_DDL = """
@@ -153,16 +155,22 @@ class MigrationRunner:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.execute(sa.text("SET statement_timeout = 0"))
             conn.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": self.options.lock_timeout})
-            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": _ADVISORY_KEY}).scalar():
-                self.log("another migrate is running; waiting for it to finish")
-                conn.execute(sa.text("SET lock_timeout = 0"))
-                conn.execute(sa.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": _ADVISORY_KEY})
-                conn.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": self.options.lock_timeout})
+            self._take_advisory_lock(conn)
             try:
                 conn.execute(sa.text(_TABLE_DDL))
                 yield conn
             finally:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": _ADVISORY_KEY})
+
+    def _take_advisory_lock(self, conn: sa.Connection) -> None:
+        """Poll for the lock: a statement left waiting would hold a snapshot that the other
+        runner's CREATE INDEX CONCURRENTLY must wait for (a deadlock)."""
+        try_lock = sa.text("SELECT pg_try_advisory_lock(hashtext(:k))")
+        if conn.execute(try_lock, {"k": _ADVISORY_KEY}).scalar():
+            return
+        self.log("another migrate is running; waiting for it to finish")
+        while not conn.execute(try_lock, {"k": _ADVISORY_KEY}).scalar():
+            time.sleep(_LOCK_POLL_SECONDS)
 
     @staticmethod
     def _applied_on(conn: sa.Connection) -> list[Applied]:
@@ -258,12 +266,13 @@ class MigrationRunner:
         match = _CIC_RE.match(statement)
         if not match:
             return
-        name = match.group(1).strip('"')
+        name, table = match.group(1).strip('"'), match.group(2)
         invalid = conn.execute(sa.text(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i "
             "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE NOT i.indisvalid AND c.relname = :name AND pg_table_is_visible(c.oid)"
-        ), {"name": name.split(".")[-1]}).scalar()
+            "WHERE NOT i.indisvalid AND c.relname = :name "
+            "AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass(:table))"
+        ), {"name": name, "table": table}).scalar()
         if invalid:
             self.log(f"  dropping INVALID index {invalid} left by an earlier failed build")
             conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {invalid}")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from migrations.files import MigrationError, MigrationFile
+from migrations.files import TOOL_TRACK_START, MigrationError, MigrationFile
 
 __all__ = ["Applied", "check_drift", "pending", "to_revert", "status_rows"]
 
@@ -57,14 +57,17 @@ def pending(
 ) -> list[MigrationFile]:
     """Migrations `up` applies, in order: this tool's track first, then the application's.
 
-    With `target`, application migrations stop at that version (inclusive); the tool's own
-    track is always brought up to date, since nothing else works without it.
+    With an application `target`, application migrations stop at that version (inclusive)
+    and the tool's own track is brought up to date, since nothing else works without it.
+    With a tool-track `target` (>= 100), only the tool's track is applied, up to it.
     """
     check_drift(files, applied)
     limit = _known_version(files, target) if target is not None else None
     done = {row.version for row in applied}
     todo = [f for f in files if f.version not in done]
-    tool = [f for f in todo if f.track == "tool" and (limit is None or limit < "100" or f.version <= limit)]
+    if limit is not None and int(limit) >= TOOL_TRACK_START:
+        return [f for f in todo if f.track == "tool" and f.version <= limit]
+    tool = [f for f in todo if f.track == "tool"]
     app = [f for f in todo if f.track == "app" and (limit is None or f.version <= limit)]
     return tool + app
 
