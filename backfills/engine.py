@@ -85,8 +85,8 @@ class SliceRunner:
 
     # -- internals -------------------------------------------------------------------
     def _run_leased(self, run: Run, part: int, control: RunControl, lease: Lease) -> SliceOutcome:
-        if run.state == "queued":
-            run = self.store.transition(run.id, "running", expected=["queued"])
+        if run.state == "queued":  # another part's task may have started the run already
+            run = self.store.transition(run.id, "running", expected=["queued", "running"])
         progress = run.parts[part]
         if progress.done:
             return self._finish_if_complete(run.id)

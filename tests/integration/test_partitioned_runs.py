@@ -64,3 +64,23 @@ def test_a_partitioned_run_changes_every_row_once_including_rows_added_beyond_th
     assert [p.rows_processed > 0 for p in final.parts] == [True, True, True]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM aois WHERE status IS NULL")).scalar_one() == 0
+
+
+def test_the_second_part_to_start_does_not_trip_over_the_first_starting_the_run(
+        engine: sa.Engine, redis_client, namespace: str) -> None:
+    seed(engine, 2_000)
+    store = RunStore(engine)
+    middle = "80000000-0000-4000-8000-000000000000"
+    run = store.create("aois_status", RunOptions(batch_size=500, sleep=0, partitions=2),
+                       parts=[(None, [middle]), ([middle], None)])
+    runner = SliceRunner(engine, lambda run_id: RunControl(redis_client, namespace, run_id), Registry.discover(),
+                         lease_seconds=30, slice_seconds=5, retry=RetryPolicy())
+    seen_while_queued = store.get(run.id)          # part 1's task loaded the run before part 0 started it
+    assert runner.run_slice(run.id, 0) is SliceOutcome.DONE
+    assert store.get(run.id).state == "running"
+    real_get = runner.store.get
+    calls = iter([seen_while_queued])
+    runner.store.get = lambda run_id: next(calls, None) or real_get(run_id)  # type: ignore[method-assign]
+    assert runner.run_slice(run.id, 1) is SliceOutcome.DONE
+    final = store.get(run.id)
+    assert final.state == "succeeded" and final.rows_processed == 2_000
