@@ -7,9 +7,10 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,11 +131,13 @@ def _peak_rss_mb(pgid: int) -> float:
     return peak / 1024
 
 
-def run_worker(settings: Settings, backfill: str, options: list[str], concurrency: int = 1) -> WorkerRunResult:
-    """Start a real `backfill worker`, enqueue, wait, measure, stop it."""
+def run_worker(settings: Settings, backfill: str, options: list[str], concurrency: int = 1,
+               during: Callable[[], None] | None = None) -> WorkerRunResult:
+    """Start a real `backfill worker`, enqueue, wait, measure, stop it. `during` runs in a
+    thread right after the enqueue (the foreground load)."""
     env = {**os.environ, "DATABASE_URL": settings.require_database(), "REDIS_URL": settings.require_redis(),
            "BACKFILL_NAMESPACE": settings.namespace, "BACKFILL_QUEUE": settings.queue}
-    log = open(REPO / "bench" / "results" / "worker.log.tmp", "w")
+    log = open(REPO / "bench" / "results" / "worker.log.tmp", "w")  # noqa: SIM115 (closed in finally)
     worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency),
                                "--loglevel", "WARNING"], env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
@@ -144,9 +147,14 @@ def run_worker(settings: Settings, backfill: str, options: list[str], concurrenc
         out = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", backfill, *options], env=env,
                              capture_output=True, text=True, check=True)
         run_id = out.stdout.strip().splitlines()[-1]
+        load = threading.Thread(target=during) if during else None
+        if load:
+            load.start()
         subprocess.run([sys.executable, "-m", "worker.cli", "wait", run_id], env=env, capture_output=True,
                        text=True)
         wall = time.perf_counter() - started
+        if load:
+            load.join()
         peak = _peak_rss_mb(worker.pid)
     finally:
         os.killpg(worker.pid, 15)
@@ -172,3 +180,21 @@ def write_result(name: str, data: dict[str, object]) -> Path:
     path = REPO / "bench" / "results" / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def build_template(admin_url: str, aois: int, jobs: int) -> str:
+    """A database at schema 016 with sample data and numbered keys for the foreground load."""
+    from migrations.executor import MigrationRunner
+    from migrations.files import load_migrations
+    from worker import sample_data
+
+    name = f"bench_tpl_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(admin_url, name)
+    engine = create_db_engine(url, pooled=False)
+    MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
+    sample_data.load(engine, sample_data.SampleSpec(aois=aois, jobs=jobs))
+    engine.dispose()
+    checkpoint(url)
+    return name

@@ -1,0 +1,149 @@
+"""`make bench`: every method on identical copies, in one run, reported as ratios.
+
+    python -m bench [--sizes 1000000,5000000] [--reps 3] [--backfills a,b] [--quick]
+
+Writes bench/results/bench.json, bench/results/throughput.png and the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import foreground, harness, methods, report, targets
+from bench.methods import Measurement
+from worker.settings import Settings
+
+BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id")
+RESULTS = harness.REPO / "bench" / "results"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def settings_for(srv: harness.Servers, db: str) -> Settings:
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    return Settings(database_url=harness.database_url(srv.admin_url, db), redis_url=srv.redis_url,
+                    broker_url=srv.redis_url, namespace=ns, queue=f"{ns}-q")
+
+
+def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], object]) -> object:
+    """Run `measure(url, dbname)` on a fresh copy of `template`, then drop the copy."""
+    db = harness.clone(srv.admin_url, template)
+    url = harness.database_url(srv.admin_url, db)
+    harness.checkpoint(url)
+    try:
+        return measure(url, db)
+    finally:
+        harness.drop(srv.admin_url, db)
+
+
+def worker_with_load(srv: harness.Servers, backfill: str, options: list[str], method: str, sleep: float,
+                     keys: int, seconds: float) -> Callable[[str, str], tuple[Measurement, foreground.Latency]]:
+    """A measurement of the worker with the pgbench load running during the first `seconds`."""
+    def measure(url: str, db: str) -> tuple[Measurement, foreground.Latency]:
+        latency: list[foreground.Latency] = []
+        result = methods.worker_run(settings_for(srv, db), backfill, options, method, sleep,
+                                    during=lambda: latency.append(foreground.pgbench(url, keys, seconds)))
+        return result, latency[0]
+    return measure
+
+
+def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int) -> dict[str, object]:
+    """Every method once, each on its own copy."""
+    out: dict[str, object] = {}
+    plain: Measurement = on_copy(srv, template, lambda url, db: methods.plain_update(url, backfill))  # type: ignore[assignment]
+    out["plain_update"] = plain
+    log(f"  (a) plain UPDATE {plain.seconds:.1f}s")
+    out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
+    load_seconds = max(5.0, plain.seconds * 0.8)
+    for method, options, sleep in (("worker_sleep0", ["--sleep", "0"], 0.0), ("worker_defaults", [], 0.1)):
+        result, latency = on_copy(srv, template, worker_with_load(srv, backfill, options, method, sleep, keys,
+                                                                   load_seconds))  # type: ignore[misc]
+        out[method], out[f"foreground_{method}"] = result, latency
+        log(f"  {method} {result.seconds:.1f}s, batch p99 {result.batch_p99 * 1000:.0f} ms, "
+            f"foreground p99 {latency.p99_ms:.1f} ms")
+    cap = 3 * plain.seconds + 0.1 * plain.rows / 10_000 + 30
+    out["runbook_loop"] = on_copy(srv, template, lambda url, db: methods.runbook_loop(url, backfill, cap))
+    log(f"  (b) runbook loop {out['runbook_loop'].seconds:.1f}s ({out['runbook_loop'].outcome})")  # type: ignore[attr-defined]
+    return out
+
+
+def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys: int, reps: int,
+             alone: foreground.Latency) -> dict[str, object]:
+    """`reps` repetitions of every method, summarized."""
+    runs = [one_repetition(srv, template, backfill, keys) for _ in range(reps)]
+    names = ("plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
+    latency = {m: [r[f"foreground_{m}"] for r in runs] for m in ("worker_sleep0", "worker_defaults")}
+    return {
+        "backfill": backfill, "rows": rows,
+        "methods": {m: report.summarize([r[m] for r in runs]) for m in names},  # type: ignore[misc]
+        "raw": {m: [vars(r[m]) for r in runs] for m in names},
+        "foreground_ms": {"alone": vars(alone), **{m: [vars(x) for x in v] for m, v in latency.items()}},
+    }
+
+
+def partitions(srv: harness.Servers, template: str) -> dict[str, object]:
+    """aois_status with 2 partitions on 2 worker processes against 1 on 1."""
+    out = {}
+    for label, parts, concurrency in (("one_worker", 1, 1), ("two_partitions_two_workers", 2, 2)):
+        m = on_copy(srv, template, lambda url, db: methods.worker_run(
+            settings_for(srv, db), "aois_status", ["--sleep", "0", "--partitions", str(parts)], label,
+            concurrency=concurrency))
+        out[label] = vars(m)
+        log(f"  partitions {label}: {m.seconds:.1f}s, {m.rows:,} rows")  # type: ignore[attr-defined]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "1000000,5000000"))
+    parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    parser.add_argument("--backfills", default=",".join(BACKFILLS))
+    parser.add_argument("--quick", action="store_true", help="20k rows, 1 repetition: checks the bench runs")
+    parser.add_argument("--out", default=str(RESULTS), help="where to write results (default bench/results)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    reps = 1 if args.quick else args.reps
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    scenarios, partition_results = [], {}
+    with harness.servers() as srv:
+        for rows in sizes:
+            log(f"building a template with {rows:,} AOIs and {rows:,} jobs")
+            template = harness.build_template(srv.admin_url, rows, rows)
+            keys = foreground.prepare_keys(harness.database_url(srv.admin_url, template))
+            alone = on_copy(srv, template, lambda url, db: foreground.pgbench(url, keys, 20))
+            log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms")  # type: ignore[attr-defined]
+            for backfill in args.backfills.split(","):
+                log(f"{backfill} at {rows:,} rows, {reps} repetition(s)")
+                scenarios.append(scenario(srv, template, backfill, rows, keys, reps, alone))  # type: ignore[arg-type]
+            if rows == sizes[0]:
+                partition_results = partitions(srv, template)
+            harness.drop(srv.admin_url, template)
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "sizes": sizes, "repetitions": reps, "minutes": round((time.time() - started) / 60, 1),
+        "scenarios": scenarios, "partitions": partition_results,
+        "targets": targets.evaluate(scenarios),
+    }
+    (out / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    report.plot(scenarios, out / "throughput.png")
+    section = report.markdown_table(scenarios) + "\n\n" + targets.markdown(results["targets"]) + \
+        "\n\n![throughput](bench/results/throughput.png)\n"
+    if not args.quick:
+        report.update_readme(harness.REPO / "README.md", section)
+    print(section)
+    log(f"done in {results['minutes']} minutes; results in {out}")
+
+
+if __name__ == "__main__":
+    main()

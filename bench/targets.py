@@ -1,0 +1,62 @@
+"""The goals the benchmark checks, each reported as reached or not, with the numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["evaluate", "markdown"]
+
+
+def _by(scenarios: list[dict], backfill: str) -> dict[int, dict]:
+    return {s["rows"]: s for s in scenarios if s["backfill"] == backfill}
+
+
+def _target(name: str, reached: bool | None, detail: str) -> dict[str, Any]:
+    return {"target": name, "reached": reached, "detail": detail}
+
+
+def evaluate(scenarios: list[dict]) -> list[dict[str, Any]]:
+    """Every target for every scenario it applies to."""
+    out = []
+    for s in scenarios:
+        m = s["methods"]
+        label = f"{s['backfill']} @ {s['rows']:,}"
+        ratio = m["worker_sleep0"]["rows_per_second_median"] / m["plain_update"]["rows_per_second_median"]
+        out.append(_target(f"(c) >= 0.9x (a) rows/s [{label}]", ratio >= 0.9, f"{ratio:.2f}x"))
+        batches = m["worker_sleep0"].get("batches_median") or 1
+        overhead = (m["worker_sleep0"]["seconds_median"] - m["bare_keyset_loop"]["seconds_median"]) / batches
+        out.append(_target(f"framework overhead <= 5 ms/batch [{label}]", overhead <= 0.005,
+                           f"{overhead * 1000:.1f} ms per batch ((c) - bare loop)"))
+        p99 = m["worker_sleep0"].get("batch_p99_ms_median")
+        out.append(_target(f"batch p99 <= 300 ms at 10k rows [{label}]", p99 is not None and p99 <= 300,
+                           f"{p99} ms"))
+        alone = s["foreground_ms"]["alone"]["p99_ms"]
+        during = max(x["p99_ms"] for x in s["foreground_ms"]["worker_defaults"])
+        out.append(_target(f"foreground p99 with defaults <= 1.5x alone [{label}]", during <= 1.5 * alone,
+                           f"{during:.1f} ms vs {alone:.1f} ms alone ({during / alone:.2f}x)" if alone else "-"))
+    for backfill in sorted({s["backfill"] for s in scenarios}):
+        sizes = _by(scenarios, backfill)
+        if len(sizes) < 2:
+            continue
+        small, large = sizes[min(sizes)], sizes[max(sizes)]
+        for method in ("worker_sleep0", "runbook_loop"):
+            a = small["methods"][method].get("working_us_per_row_median")
+            b = large["methods"][method].get("working_us_per_row_median")
+            ok = a is not None and b is not None and b <= 1.2 * a and "ok" in large["methods"][method]["outcomes"]
+            out.append(_target(f"cost per row at {max(sizes):,} within 1.2x of {min(sizes):,} [{backfill}, {method}]",
+                               ok, f"{a} -> {b} µs/row; outcomes {large['methods'][method]['outcomes']}"))
+        rss_a = small["methods"]["worker_sleep0"].get("peak_rss_mb_max")
+        rss_b = large["methods"]["worker_sleep0"].get("peak_rss_mb_max")
+        out.append(_target(f"worker RSS flat in table size [{backfill}]",
+                           rss_a is not None and rss_b is not None and rss_b <= rss_a * 1.2 + 10,
+                           f"{rss_a} MB -> {rss_b} MB"))
+    return out
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The targets as a list: reached or not, with the measured numbers."""
+    lines = ["| target | reached | measured |", "| --- | --- | --- |"]
+    for t in results:
+        mark = {True: "yes", False: "**no**", None: "-"}[t["reached"]]
+        lines.append(f"| {t['target']} | {mark} | {t['detail']} |")
+    return "\n".join(lines)
