@@ -87,10 +87,9 @@ class BatchSql:
         return "jsonb_build_array(" + ", ".join(f"{c}::text" for c in self._cols(alias)) + ")"
 
     def _keys_cte(self, with_cursor: bool) -> str:
-        conds = ([self._after("t")] if with_cursor else []) + self._scope_filter("t")
-        where = f"WHERE {' AND '.join(conds)}" if conds else ""
         order = ", ".join(self._cols("t"))
-        return (f"SELECT {order} FROM {self.definition.qualified_table} t {where} "
+        as_text = ", ".join(f"{c}::text" for c in self._cols("t"))
+        return (f"SELECT {as_text} FROM {self.definition.qualified_table} t {self._where(with_cursor)} "
                 f"ORDER BY {order} LIMIT :limit")
 
     def _range(self, with_cursor: bool) -> str:
@@ -99,9 +98,32 @@ class BatchSql:
             conds.insert(0, self._after("t"))
         return " AND ".join(conds + self._scope_filter("t") + [f"({self.definition.needs})"])
 
+    def _where(self, with_cursor: bool) -> str:
+        conds = ([self._after("t")] if with_cursor else []) + self._scope_filter("t")
+        return f"WHERE {' AND '.join(conds)}" if conds else ""
+
+    def _probe(self, with_cursor: bool) -> str:
+        """The `:limit`-th key after the cursor: one index walk, nothing materialized."""
+        order = ", ".join(self._cols("t"))
+        return (f"SELECT {order} FROM {self.definition.qualified_table} t {self._where(with_cursor)} "
+                f"ORDER BY {order} OFFSET CAST(:limit AS bigint) - 1 LIMIT 1")
+
+    def _bounds(self, with_cursor: bool) -> str:
+        """The batch's last key and how many keys it spans: the probe when `:limit` keys are
+        left, else the last key (a backward index step) and the count of what is left."""
+        table, where = self.definition.qualified_table, self._where(with_cursor)
+        desc = ", ".join(f"{c} DESC" for c in self._cols("t"))
+        order = ", ".join(self._cols("t"))
+        rest = f"SELECT count(*) FROM (SELECT 1 FROM {table} t {where} ORDER BY {order} LIMIT :limit) rest"
+        return (f"SELECT probe.*, CAST(:limit AS bigint) AS scanned FROM probe UNION ALL "
+                f"SELECT last.*, ({rest}) FROM "
+                f"(SELECT {', '.join(self._cols('t'))} FROM {table} t {where} ORDER BY {desc} LIMIT 1) last "
+                f"WHERE NOT EXISTS (SELECT 1 FROM probe)")
+
     # -- statements ------------------------------------------------------------------
     def keys(self, with_cursor: bool) -> str:
-        """The next `:limit` keys after the cursor, in key order (bisection, check)."""
+        """The next `:limit` keys after the cursor, in key order, as PostgreSQL prints them
+        (the same text the batch statement stores as the cursor)."""
         return self._keys_cte(with_cursor)
 
     def batch(self, with_cursor: bool, explicit_upper: bool = False) -> str:
@@ -109,14 +131,13 @@ class BatchSql:
         with `explicit_upper` the keys up to `:h0..` (bisection of a failed batch)."""
         d = self.definition
         cols = [_q(k.name) for k in self.key]
-        desc = ", ".join(f"{c} DESC" for c in cols)
         if explicit_upper:
             bounds = (f"SELECT {', '.join(f'{p} AS {c}' for p, c in zip(self._params('h'), cols))}, "
                       f"CAST(:scanned AS bigint) AS scanned")
             keys_cte = ""
         else:
-            keys_cte = f"keys AS ({self._keys_cte(with_cursor)}),\n"
-            bounds = f"SELECT {', '.join(cols)}, (SELECT count(*) FROM keys) AS scanned FROM keys ORDER BY {desc} LIMIT 1"
+            keys_cte = f"probe AS ({self._probe(with_cursor)}),\n"
+            bounds = self._bounds(with_cursor)
         valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
         sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
         rejected = (
