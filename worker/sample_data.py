@@ -43,7 +43,7 @@ class SampleSpec:
 
 
 def _statements(spec: SampleSpec) -> list[str]:
-    results = "(ARRAY[" + ", ".join(_RESULTS) + f"])[1 + g % {len(_RESULTS)}]"
+    results = "(ARRAY[" + ", ".join(_RESULTS) + f"])[1 + (g / 5) % {len(_RESULTS)}]"
     stmts = [
         f"SELECT setseed({spec.seed})",
         f"INSERT INTO tenants (name) SELECT 'tenant-' || g FROM generate_series(1, {spec.tenants}) g",
