@@ -92,7 +92,8 @@ class SliceRunner:
             return self._finish_if_complete(run.id)
         definition = self.registry.get(run.backfill)
         ctx = SliceContext(run=run, part=part, definition=definition, options=run.options,
-                           cursor=progress.cursor, batch_size=run.options.batch_size, sleep=run.options.sleep,
+                           cursor=progress.cursor, batch_size=self._starting_size(run, part, control),
+                           sleep=run.options.sleep,
                            rows_processed=progress.rows_processed, batches=progress.batches,
                            row_errors=progress.row_errors,
                            run_row_errors_before=run.row_errors - progress.row_errors)
@@ -106,6 +107,14 @@ class SliceRunner:
         for hook in hooks:
             hook.on_slice_end(ctx, stop if isinstance(stop, Stop) else None)
         return self._conclude(run, part, stop)
+
+    @staticmethod
+    def _starting_size(run: Run, part: int, control: RunControl) -> int:
+        """The configured size, or with `--target-batch-seconds` the size it had adapted to."""
+        checkpoint = control.checkpoints().get(part)
+        if run.options.target_batch_seconds and checkpoint is not None and checkpoint.batch_size > 0:
+            return checkpoint.batch_size
+        return run.options.batch_size
 
     def _hooks(self, control: RunControl, lease: Lease, deadline: float) -> list[Hook]:
         monitor = HealthMonitor(self.engine, control.client, control.namespace)
@@ -177,18 +186,22 @@ class SliceRunner:
                                       f"errors: {error_text(exc)}") from None
                 attempt += 1
                 lock_timeouts = lock_timeouts + 1 if failure is Failure.LOCK_TIMEOUT else 0
-                self._adapt(ctx, failure, lock_timeouts)
+                self._adapt(ctx, failure, lock_timeouts, control)
                 write_checkpoint(control, ctx)
                 time.sleep(self.retry.delay(attempt))
                 lease.renew()
 
     @staticmethod
-    def _adapt(ctx: SliceContext, failure: Failure, lock_timeouts: int) -> None:
+    def _adapt(ctx: SliceContext, failure: Failure, lock_timeouts: int, control: RunControl) -> None:
         if failure is Failure.STATEMENT_TIMEOUT:
             if ctx.batch_size == 1:
                 raise BatchFailed(f"a single-row batch after {ctx.cursor} exceeded statement_timeout")
             ctx.batch_size = max(1, ctx.batch_size // 2)
             ctx.throttled = "statement_timeout"
+            # kept for the following slices too, and visible as the run's batch size
+            control.set_overrides(batch_size=ctx.batch_size)
+            ctx.extra["applied_batch_size"] = ctx.batch_size
+            control.add_event(f"statement_timeout: batch size halved to {ctx.batch_size}")
         elif failure is Failure.LOCK_TIMEOUT:
             ctx.throttled = "lock_timeout"
             if lock_timeouts >= 2:
