@@ -68,20 +68,44 @@ class SliceRunner:
 
     # -- public ----------------------------------------------------------------------
     def run_slice(self, run_id: str, part: int) -> SliceOutcome:
-        """Run batches of `part` of `run_id` for up to `slice_seconds`."""
-        run = self.store.get(run_id)
-        if run.state not in ("queued", "running") or part >= len(run.parts):
-            return SliceOutcome.NOT_RUNNABLE
-        control = self.control_factory(run_id)
-        if control.requested() in ("pause", "cancel"):
-            return SliceOutcome.NOT_RUNNABLE
-        lease = control.lease(part, self.lease_seconds)
-        if not lease.acquire():
-            return SliceOutcome.BUSY
-        try:
-            return self._run_leased(run, part, control, lease)
-        finally:
+        """Run batches of `part` of `run_id` for up to `slice_seconds`; the lease is let go."""
+        outcome, token = self.run_slice_continuing(run_id, part, None)
+        if token is not None:
+            lease = self.control_factory(run_id).lease(part, self.lease_seconds)
+            lease.token = token
             lease.release()
+        return outcome
+
+    def run_slice_continuing(self, run_id: str, part: int,
+                             lease_token: str | None) -> tuple[SliceOutcome, str | None]:
+        """Like `run_slice`, but on CONTINUE the part's lease stays held and its token is
+        returned, for the next slice's task to take over: between slices no other task
+        (a duplicate, a re-queue by the reconciler) can start a second chain of slices."""
+        control = self.control_factory(run_id)
+        lease = control.lease(part, self.lease_seconds)
+        if not self._take(lease, lease_token):
+            return SliceOutcome.BUSY, None
+        keep = False
+        try:
+            run = self.store.get(run_id)
+            if run.state not in ("queued", "running") or part >= len(run.parts) \
+                    or control.requested() in ("pause", "cancel"):
+                return SliceOutcome.NOT_RUNNABLE, None
+            outcome = self._run_leased(run, part, control, lease)
+            keep = outcome is SliceOutcome.CONTINUE and lease.renew()
+            return outcome, lease.token if keep else None
+        finally:
+            if not keep:
+                lease.release()
+
+    @staticmethod
+    def _take(lease: Lease, token: str | None) -> bool:
+        """Take over a lease handed on by the previous slice, or acquire a free one."""
+        if token is not None:
+            lease.token = token
+            if lease.renew():
+                return True
+        return lease.acquire()
 
     # -- internals -------------------------------------------------------------------
     def _run_leased(self, run: Run, part: int, control: RunControl, lease: Lease) -> SliceOutcome:
@@ -96,7 +120,8 @@ class SliceRunner:
                            sleep=run.options.sleep,
                            rows_processed=progress.rows_processed, batches=progress.batches,
                            row_errors=progress.row_errors,
-                           run_row_errors_before=run.row_errors - progress.row_errors)
+                           run_row_errors_before=run.row_errors - progress.row_errors,
+                           interrupted=lambda: self._interrupted(control))
         deadline = time.monotonic() + self.slice_seconds
         hooks = self._hooks(control, lease, deadline)
         try:
@@ -107,6 +132,13 @@ class SliceRunner:
         for hook in hooks:
             hook.on_slice_end(ctx, stop if isinstance(stop, Stop) else None)
         return self._conclude(run, part, stop)
+
+    def _interrupted(self, control: RunControl) -> str | None:
+        """pause / cancel / shutdown, if any was asked for."""
+        if self.shutdown is not None and self.shutdown.is_set():
+            return "shutdown"
+        requested = control.requested()
+        return requested if requested in ("pause", "cancel") else None
 
     @staticmethod
     def _starting_size(run: Run, part: int, control: RunControl) -> int:
@@ -139,6 +171,9 @@ class SliceRunner:
                 stop = hook.before_batch(ctx)
                 if stop is not None:
                     return stop
+            reason = ctx.interrupted()  # hooks may have waited: look again right before the batch
+            if reason is not None:
+                return Stop(reason)
             result = self._batch_with_retries(ctx, executor, hooks, lease, control)
             if result is None:
                 return Stop("lost_lease", "another worker moved this part's cursor")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backfills.batch import BatchResult
@@ -17,6 +18,8 @@ from backfills.control import Checkpoint, KillSwitch, Lease, RunControl
 from backfills.definition import Backfill
 from backfills.retry import Failure
 from backfills.runs import Run, RunOptions, RunStore
+
+NAP_STEP = 0.2
 
 __all__ = ["Hook", "SliceContext", "Stop", "ControlHook", "RateLimitHook", "SleepHook",
            "CheckpointHook", "RowErrorLimitHook", "ShutdownHook", "KillSwitchHook"]
@@ -49,6 +52,18 @@ class SliceContext:
     last_batch_seconds: float = 0.0
     run_row_errors_before: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    interrupted: Callable[[], str | None] = lambda: None
+
+    def nap(self, seconds: float) -> str | None:
+        """Sleep up to `seconds` in short steps; return early with the reason (pause,
+        cancel, shutdown) when the run is stopped meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            reason = self.interrupted()
+            left = deadline - time.monotonic()
+            if reason is not None or left <= 0:
+                return reason
+            time.sleep(min(NAP_STEP, left))
 
     @property
     def effective_batch_size(self) -> int:
@@ -149,8 +164,9 @@ class RateLimitHook(Hook):
         wait = self.control.token_bucket(rate).take(ctx.effective_batch_size)
         if wait > 0:
             ctx.throttled = "rate_limit"
-            time.sleep(wait)
-        elif ctx.throttled == "rate_limit":
+            reason = ctx.nap(wait)
+            return Stop(reason) if reason else None
+        if ctx.throttled == "rate_limit":
             ctx.throttled = None
         return None
 
@@ -159,9 +175,8 @@ class SleepHook(Hook):
     """`--sleep` seconds between batches."""
 
     def after_batch(self, ctx: SliceContext, result: BatchResult) -> Stop | None:
-        if ctx.sleep > 0:
-            time.sleep(ctx.sleep)
-        return None
+        reason = ctx.nap(ctx.sleep) if ctx.sleep > 0 else None
+        return Stop(reason) if reason else None
 
 
 class CheckpointHook(Hook):

@@ -1,9 +1,9 @@
 """Which run parts have no live worker and must be re-queued. Pure.
 
-A part is stale when nobody holds its lease and nothing has moved it (no Redis
-checkpoint, no durable progress, no state change) for `stale_seconds`: its task
-message was lost (a killed worker, a Redis that restarted). Re-queuing is always
-safe: the lease lets only one worker run a part.
+A part is stale when no message for it waits in the broker, nobody holds its lease,
+and nothing has moved it (no Redis checkpoint, no durable progress, no state change)
+for `stale_seconds`: its task message was lost (a killed worker, a Redis that
+restarted). Re-queuing is always safe: the lease lets only one worker run a part.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class PartReading:
     done: bool
     lease_held: bool
     last_activity: datetime
+    queued: bool = False
 
 
 def stale_parts(state: str, readings: list[PartReading], checkpoint_at: Mapping[int, datetime],
@@ -32,10 +33,10 @@ def stale_parts(state: str, readings: list[PartReading], checkpoint_at: Mapping[
     if state not in ("queued", "running"):
         return []
     if readings and all(r.done for r in readings):
-        return [] if any(r.lease_held for r in readings) else [0]
+        return [] if any(r.lease_held or r.queued for r in readings) else [0]
     stale = []
     for reading in readings:
-        if reading.done or reading.lease_held:
+        if reading.done or reading.lease_held or reading.queued:
             continue
         latest = max(reading.last_activity, checkpoint_at.get(reading.part, reading.last_activity))
         if (now - latest).total_seconds() >= stale_seconds:

@@ -83,7 +83,9 @@ class ThrottleHook(Hook):
         if decision.action is Action.SLOW:
             ctx.throttled = decision.reason
             ctx.batch_factor = decision.batch_factor
-            time.sleep(decision.sleep_seconds)
+            reason = ctx.nap(decision.sleep_seconds)
+            if reason:
+                return Stop(reason)
         elif ctx.throttled in THROTTLE_REASONS:
             ctx.throttled = None
         return None
@@ -95,12 +97,10 @@ class ThrottleHook(Hook):
         write_checkpoint(self.control, ctx)
         if not self.renew():
             return Stop("lost_lease", "the lease expired while throttled")
-        if self.control.requested() in ("pause", "cancel"):
-            return Stop(self.control.requested() or "pause")
         if time.monotonic() + seconds >= self.deadline():
             return Stop("throttled", reason)
-        time.sleep(seconds)
-        return None
+        stopped = ctx.nap(seconds)
+        return Stop(stopped) if stopped else None
 
 
 class AdaptiveBatchHook(Hook):

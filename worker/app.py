@@ -93,20 +93,20 @@ def create_app(settings: Settings) -> tuple[Celery, WorkerRuntime]:
 
 def _register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=150)
-    def run_part(task: Task, run_id: str, part: int) -> str:
+    def run_part(task: Task, run_id: str, part: int, lease_token: str | None = None) -> str:
         try:
-            outcome = runtime.runner().run_slice(run_id, part)
+            outcome, token = runtime.runner().run_slice_continuing(run_id, part, lease_token)
         except sa.exc.OperationalError as exc:
             log.warning("run %s part %s: database unavailable (%s); retrying", run_id, part,
                         str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
             raise task.retry(countdown=2) from None
         log.info("run %s part %s: slice %s", run_id, part, outcome.value)
         if outcome is SliceOutcome.CONTINUE:
-            dispatch(app, runtime.settings, run_id, part)
+            dispatch(app, runtime.settings, run_id, part, token)
         return outcome.value
 
 
-def dispatch(app: Celery, settings: Settings, run_id: str, part: int) -> None:
-    """Queue one slice of `part` of `run_id`."""
-    app.send_task(TASK_NAME, args=[run_id, part], queue=settings.queue)
+def dispatch(app: Celery, settings: Settings, run_id: str, part: int, lease_token: str | None = None) -> None:
+    """Queue one slice of `part` of `run_id` (handing on the part's lease, when held)."""
+    app.send_task(TASK_NAME, args=[run_id, part, lease_token], queue=settings.queue)
 

@@ -13,7 +13,8 @@ from celery import Celery
 from backfills.control import RunControl, reconcile_lock
 from backfills.reconcile import PartReading, stale_parts
 from backfills.runs import RunStore
-from worker.app import WorkerRuntime, dispatch
+from worker.app import TASK_NAME, WorkerRuntime, dispatch
+from worker.broker import waiting_slices
 from worker.db import create_db_engine
 
 __all__ = ["Reconciler"]
@@ -43,10 +44,12 @@ class Reconciler:
             return []
         requeued = []
         now = datetime.now(timezone.utc)
+        waiting = waiting_slices(client, self.settings, TASK_NAME)
         for run in RunStore(self._engine).active():
             control = RunControl(client, self.settings.namespace, run.id)
             readings = [PartReading(p.part, p.done, control.lease(p.part, 1).holder_ttl() is not None,
-                                    max(p.updated_at, run.updated_at)) for p in run.parts]
+                                    max(p.updated_at, run.updated_at), (run.id, p.part) in waiting)
+                        for p in run.parts]
             checkpoints = {part: datetime.fromtimestamp(cp.at, timezone.utc)
                            for part, cp in control.checkpoints().items()}
             for part in stale_parts(run.state, readings, checkpoints, now, self.settings.stale_seconds):
