@@ -1,0 +1,146 @@
+"""Unit tests for backfills.keyset: the SQL text of keyset batches (no database)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from backfills.definition import Backfill
+from backfills.keyset import KeyColumn, Scope, build, key_params
+
+TENANT = "0b9c5a34-1111-4222-8333-444455556666"
+PARENT = "7e57ab1e-0000-4000-8000-000000000001"
+
+SCOPED = Backfill(name="things_fix", table="things", description="d", needs="t.x IS NULL",
+                  sets={"x": "t.y + 1"}, tenant_column="tenant_id")
+UNSCOPED = Backfill(name="things_fix", table="things", description="d", needs="t.x IS NULL",
+                    sets={"x": "t.y + 1"})
+WITH_REASON = Backfill(name="things_fix", table="things", description="d", needs="t.x IS NULL",
+                       sets={"x": "t.y + 1"}, invalid_reason="CASE WHEN t.y < 0 THEN 'negative' END")
+UUID_KEY = (KeyColumn("id", "uuid"),)
+COMPOSITE = (KeyColumn("a", "int"), KeyColumn("b", "text"))
+
+
+def norm(sql: str) -> str:
+    return re.sub(r"\s+", " ", sql)
+
+
+def test_tenant_scope_is_refused_without_a_tenant_column() -> None:
+    with pytest.raises(ValueError, match="things_fix cannot be scoped to a tenant"):
+        build(UNSCOPED, UUID_KEY, Scope(tenant=TENANT))
+
+
+def test_tenant_scope_is_accepted_with_a_tenant_column() -> None:
+    build(SCOPED, UUID_KEY, Scope(tenant=TENANT))
+
+
+def test_single_key_comparison_is_a_plain_comparison() -> None:
+    sql = norm(build(UNSCOPED, UUID_KEY).batch(with_cursor=True))
+    assert 't."id" > CAST(:c0 AS uuid)' in sql
+    assert "(t.\"id\") >" not in sql
+
+
+def test_composite_keys_use_row_comparisons() -> None:
+    batch = build(UNSCOPED, COMPOSITE)
+    sql = norm(batch.batch(with_cursor=True))
+    assert '(t."a", t."b") > (CAST(:c0 AS int), CAST(:c1 AS text))' in sql
+    # the batch's range ends at the last key taken, as a row comparison too
+    assert '(t."a", t."b") <= (b."a", b."b")' in sql
+    # the batch's last key is found in index order (forward probe, or a backward step at the end)
+    assert 'ORDER BY t."a", t."b" OFFSET CAST(:limit AS bigint) - 1 LIMIT 1' in sql
+    assert 'ORDER BY t."a" DESC, t."b" DESC LIMIT 1' in sql
+    assert 'ORDER BY t."a", t."b" LIMIT :limit' in norm(batch.keys(with_cursor=True))
+    keys = norm(batch.keys(with_cursor=True))
+    assert '(t."a", t."b") > (CAST(:c0 AS int), CAST(:c1 AS text))' in keys
+    # never a column-by-column comparison, which would skip rows
+    assert not re.search(r't\."a" > CAST\(:c0', sql)
+
+
+def test_first_batch_has_no_cursor_condition() -> None:
+    batch = build(UNSCOPED, COMPOSITE)
+    for sql in (batch.batch(with_cursor=False), batch.keys(with_cursor=False)):
+        assert ":c0" not in sql and ":c1" not in sql
+
+
+def test_explicit_upper_bound_for_bisection() -> None:
+    sql = norm(build(UNSCOPED, COMPOSITE).batch(with_cursor=True, explicit_upper=True))
+    assert "CAST(:h0 AS int) AS \"a\"" in sql and "CAST(:h1 AS text) AS \"b\"" in sql
+    assert "CAST(:scanned AS bigint)" in sql
+    assert ":limit" not in sql  # the chunk is given by its last key, not a count
+
+
+def test_tenant_scope_adds_the_tenant_predicate_everywhere() -> None:
+    batch = build(SCOPED, UUID_KEY, Scope(tenant=TENANT))
+    predicate = 't."tenant_id" = CAST(:tenant AS uuid)'
+    sql = norm(batch.batch(with_cursor=True))
+    keys_cte = sql.split("bounds AS")[0]
+    changed = sql.split("changed AS")[1].split("rejected AS")[0]
+    assert predicate in keys_cte, "the keys of a tenant batch must be that tenant's keys"
+    assert predicate in changed, "the UPDATE must touch only that tenant's rows"
+    assert predicate in norm(batch.keys(with_cursor=False))
+    assert predicate in norm(batch.remaining())
+
+
+def test_unscoped_batch_has_no_tenant_predicate() -> None:
+    sql = build(SCOPED, UUID_KEY).batch(with_cursor=True)
+    assert ":tenant" not in sql
+
+
+def test_partition_upper_bound_and_parent_run_scope() -> None:
+    sql = norm(build(UNSCOPED, COMPOSITE, Scope(upper=("5", "x"), parent_run=PARENT)).batch(with_cursor=True))
+    assert '(t."a", t."b") <= (CAST(:u0 AS int), CAST(:u1 AS text))' in sql
+    assert ('(t."a", t."b") IN (SELECT CAST(e.key ->> 0 AS int), CAST(e.key ->> 1 AS text) '
+            'FROM backfill.row_errors e WHERE e.run_id = CAST(:parent_run AS uuid))') in sql
+
+
+def test_needs_and_sets_are_in_the_update() -> None:
+    sql = norm(build(UNSCOPED, UUID_KEY).batch(with_cursor=True))
+    changed = sql.split("changed AS")[1].split("rejected AS")[0]
+    assert 'UPDATE "public"."things" t SET "x" = t.y + 1' in changed
+    assert "(t.x IS NULL)" in changed
+
+
+def test_invalid_reason_excludes_rows_from_the_update_and_records_them() -> None:
+    sql = norm(build(WITH_REASON, UUID_KEY).batch(with_cursor=True))
+    changed = sql.split("changed AS")[1].split("rejected AS")[0]
+    rejected = sql.split("rejected AS")[1].split("progress AS")[0]
+    assert "(CASE WHEN t.y < 0 THEN 'negative' END) IS NULL" in changed
+    assert "INSERT INTO backfill.row_errors" in rejected
+    assert "(CASE WHEN t.y < 0 THEN 'negative' END) IS NOT NULL" in rejected
+    assert "ON CONFLICT (run_id, key) DO NOTHING" in rejected
+
+
+def test_without_invalid_reason_nothing_is_rejected() -> None:
+    sql = norm(build(UNSCOPED, UUID_KEY).batch(with_cursor=True))
+    assert "INSERT INTO backfill.row_errors" not in sql
+    assert "rejected AS (SELECT 1 WHERE false)" in sql
+
+
+def test_progress_update_is_fenced_on_the_expected_cursor() -> None:
+    sql = norm(build(UNSCOPED, UUID_KEY).batch(with_cursor=True))
+    progress = sql.split("progress AS")[1]
+    assert "p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)" in progress
+    assert "p.run_id = CAST(:run_id AS uuid) AND p.part = :part" in progress
+    record = norm(build(UNSCOPED, UUID_KEY).record_row_error())
+    assert "p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)" in record
+
+
+def test_invalid_summary_only_with_a_reason() -> None:
+    assert build(UNSCOPED, UUID_KEY).invalid_summary() is None
+    summary = norm(build(WITH_REASON, UUID_KEY).invalid_summary() or "")
+    assert "GROUP BY reason" in summary and "(t.x IS NULL)" in summary
+
+
+def test_quoted_qualified_table() -> None:
+    other = Backfill(name="n", table="things", schema="app", description="d", needs="true", sets={"x": "1"})
+    assert '"app"."things" t' in build(other, UUID_KEY).batch(with_cursor=False)
+
+
+@pytest.mark.parametrize(("prefix", "values", "expected"), [
+    ("c", ["1", "a"], {"c0": "1", "c1": "a"}),
+    ("u", None, {}),
+    ("h", [], {}),
+])
+def test_key_params(prefix: str, values: list[str] | None, expected: dict[str, str]) -> None:
+    assert key_params(prefix, values) == expected
