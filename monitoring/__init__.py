@@ -1,1 +1,1 @@
-"""monitoring"""
+"""Monitoring: the metrics contract, the workers' metrics hook, the exporter, dashboards and alerts."""

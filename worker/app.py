@@ -15,6 +15,8 @@ from backfills.control import RunControl
 from backfills.engine import SliceOutcome, SliceRunner
 from backfills.registry import Registry
 from backfills.retry import RetryPolicy
+from monitoring.hook import MetricsHook
+from monitoring.recorder import MetricsRecorder
 from worker.db import create_db_engine
 from worker.settings import Settings
 
@@ -48,6 +50,7 @@ class WorkerRuntime:
             lease_seconds=self.settings.lease_seconds, slice_seconds=self.settings.slice_seconds,
             retry=RetryPolicy(window_seconds=self.settings.retry_window_seconds),
             shutdown=self.shutdown,  # type: ignore[arg-type]
+            extra_hooks=[MetricsHook(MetricsRecorder(redis_client, self.settings.namespace))],
         )
         self._pid = os.getpid()
 
