@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from worker.cli import catalog, demo, migrate, runs, serve
+from worker.cli import catalog, demo, exporter, migrate, runs, serve
 from worker.cli.common import EXIT_BAD_INPUT, CliState
 from worker.settings import ConfigError, Settings
 
@@ -24,6 +24,6 @@ def main(ctx: click.Context) -> None:
         sys.exit(EXIT_BAD_INPUT)
 
 
-for module in (migrate, catalog, runs, serve, demo):
+for module in (migrate, catalog, runs, serve, exporter, demo):
     for command in module.COMMANDS:
         main.add_command(command)
