@@ -29,7 +29,7 @@ from worker import sample_data
 from worker.app import create_app
 from worker.cli.progress import watch
 from worker.db import create_db_engine
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, scratch_dir
 from worker.settings import Settings, redact
 
 __all__ = ["Demo", "DemoOptions"]
@@ -43,6 +43,7 @@ class DemoOptions:
     database_url: str | None = None
     redis_url: str | None = None
     workdir: Path = Path(".demo")
+    keep: bool = False
 
 
 class Demo:
@@ -72,8 +73,12 @@ class Demo:
             res = ops.Resources(settings, engine, client, registry, app)
             for definition in registry:
                 self.say(f"  {definition.name:<22} {ops.count_remaining(engine, definition):>9,} rows to do")
-            self._step("3. A real worker process (backfill worker --concurrency 2)")
-            self._start_worker(stack, settings)
+            self._step("3. A real worker process (backfill worker --concurrency 2) and the metrics exporter")
+            self._start(stack, settings, "worker", ["worker", "--concurrency", "2"])
+            port = free_port()
+            self._start(stack, settings, "exporter", ["exporter", "--port", str(port)])
+            metrics_url = f"http://127.0.0.1:{port}/metrics"
+            self.say(f"  metrics: {metrics_url}")
             self._step("4. The four backfills, enqueued at once; live progress")
             runs = [ops.enqueue(res, d.name, RunOptions()).id for d in registry]
             watch(res, runs, interval=0.5, console=self.console)
@@ -83,6 +88,9 @@ class Demo:
             for row in status_rows(runner.files, runner.applied()):
                 mark = "[green]applied[/green]" if row["applied"] else "[yellow]pending[/yellow]"
                 self.say(f"  {row['version']} {mark} {row['name']}")
+            self.say(f"\n  metrics of this demo: {metrics_url}")
+            if self.options.keep:
+                self._keep_running(metrics_url)
         self.say(f"\n[bold]demo finished in {time.monotonic() - started:.0f}s[/bold]; every process it started is stopped.")
 
     # -- steps -----------------------------------------------------------------------
@@ -133,16 +141,18 @@ class Demo:
         stack.callback(drop)
         return psycopg.conninfo.make_conninfo(libpq_url(server_url), dbname=name)
 
-    def _start_worker(self, stack: ExitStack, settings: Settings) -> None:
-        log_path = self.options.workdir.resolve() / "worker.log"
+    def _start(self, stack: ExitStack, settings: Settings, name: str, args: list[str]) -> int:
+        """A `backfill` subprocess in its own process group, logging to the workdir;
+        stopped (SIGTERM, then SIGKILL) when the demo ends."""
+        log_path = self.options.workdir.resolve() / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "DATABASE_URL": _as_url(settings.require_database()),
                "REDIS_URL": settings.require_redis(), "BACKFILL_NAMESPACE": settings.namespace,
                "BACKFILL_QUEUE": settings.queue}
         env.pop("CELERY_BROKER_URL", None)
-        log = open(log_path, "w")
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--concurrency", "2"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(log_path, "w")  # noqa: SIM115 (closed by the stop callback)
+        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
         def stop() -> None:
             if proc.poll() is None:
@@ -155,7 +165,19 @@ class Demo:
             log.close()
 
         stack.callback(stop)
-        self.say(f"  worker pid {proc.pid}, log in {log_path}")
+        self.say(f"  {name} pid {proc.pid}, log in {log_path}")
+        return proc.pid
+
+    def _keep_running(self, metrics_url: str) -> None:
+        """--keep: leave everything up for Prometheus and Grafana until Ctrl-C."""
+        self._step("Everything is still running (--keep)")
+        self.say(f"  metrics: {metrics_url}\n  point Prometheus at it (monitoring/prometheus/prometheus.yml);"
+                 f" press Ctrl-C to stop everything")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            self.say("  stopping")
 
     def _summary(self, res: ops.Resources, runs: list[str]) -> None:
         self._step("5. Summary")
@@ -189,6 +211,10 @@ class Demo:
         self.say("")
         while any(res.store.get(r).state not in TERMINAL for r in retries):
             time.sleep(0.2)
+        for retry in (res.store.get(r) for r in retries):
+            if retry.rows_processed == 0 and retry.state == "succeeded":
+                self.say(f"  {retry.backfill}: the repaired rows no longer needed it (the UPDATE that repaired "
+                         f"them fired the expand migration's sync trigger)")
         runner.up()
 
 
