@@ -60,18 +60,6 @@ class WorkerRuntime:
         assert self._runner is not None
         return self._runner
 
-    def engine(self) -> sa.Engine:
-        """This process's database engine."""
-        self._ensure()
-        assert self._engine is not None
-        return self._engine
-
-    def redis(self) -> redis_lib.Redis:
-        """This process's Redis client."""
-        self._ensure()
-        assert self._redis is not None
-        return self._redis
-
 
 def create_app(settings: Settings) -> tuple[Celery, WorkerRuntime]:
     """A Celery app whose broker keys live under the settings' namespace, and its runtime."""
