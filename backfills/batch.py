@@ -133,17 +133,29 @@ class BatchExecutor:
         try:
             with self.engine.begin() as conn:
                 self.begin_batch(conn, timeouts)
-                row = conn.execute(sa.text(self.sql.batch(cursor is not None)),
-                                   {**self.params(cursor), "limit": limit}).one_or_none()
-                if row is not None and row.fenced == 0:
+                statement = self.next_statement(conn, cursor, limit)
+                if statement is None:
+                    return BatchResult(None, 0, 0, 0, time.monotonic() - started)
+                row = conn.execute(*statement).one()
+                if row.fenced == 0:
                     raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
         except sa.exc.DBAPIError as exc:
             if not is_data_error(exc):
                 raise
             return self._bisect(cursor, limit, timeouts, exc, started)
-        if row is None:
-            return BatchResult(None, 0, 0, 0, time.monotonic() - started)
         return BatchResult(list(row.last_key), row.scanned, row.changed, row.rejected, time.monotonic() - started)
+
+    def next_statement(self, conn: sa.Connection, cursor: list[str] | None,
+                       limit: int) -> tuple[sa.TextClause, dict[str, object]] | None:
+        """The batch statement and its parameters for the `limit` keys after `cursor`,
+        with the upper key found first; None when no key is left."""
+        bound = conn.execute(sa.text(self.sql.bounds(cursor is not None)),
+                             {**self.params(cursor), "limit": limit}).one_or_none()
+        if bound is None:
+            return None
+        upper, scanned = [str(v) for v in bound[:-1]], int(bound[-1])
+        return (sa.text(self.sql.batch(cursor is not None)),
+                {**self.params(cursor), **key_params("h", upper), "scanned": scanned})
 
     def _keys_after(self, cursor: list[str] | None, limit: int, timeouts: Timeouts) -> list[list[str]]:
         with self.engine.begin() as conn:
@@ -162,7 +174,7 @@ class BatchExecutor:
             try:
                 with self.engine.begin() as conn:
                     self.begin_batch(conn, timeouts)
-                    row = conn.execute(sa.text(self.sql.batch(position["cursor"] is not None, explicit_upper=True)), {
+                    row = conn.execute(sa.text(self.sql.batch(position["cursor"] is not None)), {
                         **self.params(position["cursor"]), **key_params("h", chunk[-1]), "scanned": len(chunk),
                     }).one()
                     if row.fenced == 0:

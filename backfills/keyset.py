@@ -1,10 +1,10 @@
 """Pure SQL builders for keyset batches. No IO.
 
-One batch is ONE statement: it takes the next `limit` keys after the cursor (an index
-range scan that costs the same at the start and at the end of the table), changes the
-rows in that key range that still need the backfill, records the rows that cannot be
-done, and advances the durable cursor and counters in `backfill.progress`, all in one
-transaction. A re-done batch is harmless: the `needs` predicate no longer matches.
+One batch is one transaction of two statements: `bounds()` finds the key `limit` keys
+after the cursor (one index probe, the same cost at the start and at the end of the
+table); `batch()` then changes the rows in that key range that still need the backfill,
+records the rows that cannot be done, and advances the durable cursor and counters in
+`backfill.progress`. A re-done batch is harmless: the `needs` predicate no longer matches.
 The progress row is only advanced from the cursor the batch started at (`:expected`):
 a worker that lost its lease cannot move a cursor another worker has moved.
 """
@@ -126,18 +126,22 @@ class BatchSql:
         (the same text the batch statement stores as the cursor)."""
         return self._keys_cte(with_cursor)
 
-    def batch(self, with_cursor: bool, explicit_upper: bool = False) -> str:
-        """The batch statement. Bounds are the next `:limit` keys after the cursor, or
-        with `explicit_upper` the keys up to `:h0..` (bisection of a failed batch)."""
+    def bounds(self, with_cursor: bool) -> str:
+        """The next batch's last key (as text, like the stored cursor) and how many keys it
+        spans; no row when nothing is left after the cursor. Run first, so that the batch
+        statement gets its upper key as a value: a plain key range that the planner always
+        resolves with the key's index, whatever it guesses about the definition's filters."""
+        cols = ", ".join(f'b.{_q(k.name)}::text' for k in self.key)
+        return (f"WITH probe AS ({self._probe(with_cursor)}) "
+                f"SELECT {cols}, b.scanned FROM ({self._bounds(with_cursor)}) b")
+
+    def batch(self, with_cursor: bool) -> str:
+        """The batch statement over the keys after the cursor up to `:h0..` (the upper key
+        `bounds()` found, or a bisection chunk's last key); `:scanned` keys in all."""
         d = self.definition
         cols = [_q(k.name) for k in self.key]
-        if explicit_upper:
-            bounds = (f"SELECT {', '.join(f'{p} AS {c}' for p, c in zip(self._params('h'), cols))}, "
-                      f"CAST(:scanned AS bigint) AS scanned")
-            keys_cte = ""
-        else:
-            keys_cte = f"probe AS ({self._probe(with_cursor)}),\n"
-            bounds = self._bounds(with_cursor)
+        bounds = (f"SELECT {', '.join(f'{p} AS {c}' for p, c in zip(self._params('h'), cols))}, "
+                  f"CAST(:scanned AS bigint) AS scanned")
         valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
         sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
         rejected = (
@@ -147,7 +151,7 @@ class BatchSql:
             f"AND ({d.invalid_reason}) IS NOT NULL ON CONFLICT (run_id, key) DO NOTHING RETURNING 1"
             if d.invalid_reason else "SELECT 1 WHERE false"
         )
-        return f"""WITH {keys_cte}bounds AS ({bounds}),
+        return f"""WITH bounds AS ({bounds}),
 changed AS (
     UPDATE {d.qualified_table} t SET {sets} FROM bounds b
     WHERE {self._range(with_cursor)}{valid}

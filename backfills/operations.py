@@ -211,9 +211,10 @@ def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions,
         if batch.invalid_summary():
             failing = [(r.reason, int(r.rows), r.example)
                        for r in conn.execute(sa.text(batch.invalid_summary() or ""), {"tenant": tenant})]
-        plan = [r[0] for r in conn.execute(sa.text("EXPLAIN " + batch.batch(False)), {
-            "run_id": str(uuid.uuid4()), "part": 0, "limit": options.batch_size, "tenant": tenant,
-            "parent_run": None, "expected": None})]
+        explainer = BatchExecutor(engine, definition, key, scope, str(uuid.uuid4()), 0)
+        statement = explainer.next_statement(conn, None, options.batch_size)
+        plan = ([r[0] for r in conn.execute(sa.text("EXPLAIN " + statement[0].text), statement[1])]
+                if statement else ["(no rows: nothing to plan)"])
     seconds = _sample(engine, definition, key, scope, options, samples)
     predicted = None
     if seconds:
@@ -241,11 +242,11 @@ def _sample(engine: sa.Engine, definition: Backfill, key: tuple, scope: Scope, o
             cursor = None
             for _ in range(samples):
                 started = time.monotonic()
-                row = conn.execute(sa.text(executor.sql.batch(cursor is not None)),
-                                   {**executor.params(cursor), "limit": options.batch_size}).one_or_none()
-                timings.append(time.monotonic() - started)
-                if row is None:
+                statement = executor.next_statement(conn, cursor, options.batch_size)
+                if statement is None:
                     break
+                row = conn.execute(*statement).one()
+                timings.append(time.monotonic() - started)
                 cursor = list(row.last_key)
         finally:
             trans.rollback()
