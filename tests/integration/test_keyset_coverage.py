@@ -157,12 +157,12 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 def _explain(engine: sa.Engine, table: str, run_id: str, cursor: list[str] | None, limit: int,
              analyze: bool) -> dict[str, Any]:
     executor = executor_for(engine, _definition(table), run_id, Scope())
-    sql = executor.sql.batch(cursor is not None)
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     with engine.connect() as conn, conn.begin() as trans:
         executor.begin_batch(conn, TIMEOUTS)
-        plan = conn.execute(sa.text(f"EXPLAIN ({options}) {sql}"),
-                            {**executor.params(cursor), "limit": limit}).scalar_one()
+        statement = executor.next_statement(conn, cursor, limit)
+        assert statement is not None
+        plan = conn.execute(sa.text(f"EXPLAIN ({options}) {statement[0].text}"), statement[1]).scalar_one()
         trans.rollback()  # EXPLAIN ANALYZE ran the UPDATE: keep nothing
     if isinstance(plan, str):
         plan = json.loads(plan)
@@ -204,3 +204,28 @@ def test_a_batch_near_the_end_costs_what_a_batch_at_the_start_costs(engine: sa.E
     assert _buffers(middle) <= 2 * _buffers(start) + 100, (_buffers(start), _buffers(middle))
     assert _buffers(end) <= 2 * _buffers(start) + 100, (_buffers(start), _buffers(end))
     assert scalar(engine, f"SELECT count(*) FROM {big_table} WHERE visits > 0") == 0
+
+
+def test_every_shipped_backfill_plans_its_batch_as_a_key_range(engine: sa.Engine) -> None:
+    """A definition's filters (e.g. an `invalid_reason` CASE the planner cannot estimate)
+    must never turn a batch into a scan of the whole table."""
+    from backfills.batch import BatchExecutor, read_key_columns
+    from backfills.registry import Registry
+    from backfills.runs import RunOptions, RunStore
+    from worker import sample_data
+
+    sample_data.load(engine, sample_data.SampleSpec(aois=60_000, jobs=60_000))
+    for definition in Registry.discover():
+        run = RunStore(engine).create(definition.name, RunOptions())
+        with engine.connect() as conn, conn.begin() as trans:
+            key = read_key_columns(conn, definition)
+            executor = BatchExecutor(engine, definition, key, Scope(), run.id, 0)
+            executor.begin_batch(conn, TIMEOUTS)
+            statement = executor.next_statement(conn, ["80000000-0000-4000-8000-000000000000"], 10_000)
+            assert statement is not None
+            plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {statement[0].text}"), statement[1]).scalar_one()
+            trans.rollback()
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+        scans = _target_scans(plan[0], definition.table)
+        assert scans and "Seq Scan" not in scans, (definition.name, scans)
+        RunStore(engine).transition(run.id, "cancelled")
