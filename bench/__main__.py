@@ -21,6 +21,7 @@ from bench.methods import Measurement
 from worker.settings import Settings
 
 BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id")
+WORKER_METHODS = (("worker_sleep0", ["--sleep", "0"], 0.0), ("worker_defaults", [], 0.1))
 RESULTS = harness.REPO / "bench" / "results"
 
 
@@ -56,20 +57,26 @@ def worker_with_load(srv: harness.Servers, backfill: str, options: list[str], me
     return measure
 
 
-def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int) -> dict[str, object]:
-    """Every method once, each on its own copy."""
+def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int,
+                   with_foreground: bool) -> dict[str, object]:
+    """Every method once, each on its own copy, with nothing else running. With
+    `with_foreground`, (c) and (d) again on fresh copies with the pgbench load alongside."""
     out: dict[str, object] = {}
     plain: Measurement = on_copy(srv, template, lambda url, db: methods.plain_update(url, backfill))  # type: ignore[assignment]
     out["plain_update"] = plain
     log(f"  (a) plain UPDATE {plain.seconds:.1f}s")
     out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
-    load_seconds = max(5.0, plain.seconds * 0.8)
-    for method, options, sleep in (("worker_sleep0", ["--sleep", "0"], 0.0), ("worker_defaults", [], 0.1)):
-        result, latency = on_copy(srv, template, worker_with_load(srv, backfill, options, method, sleep, keys,
-                                                                   load_seconds))  # type: ignore[misc]
-        out[method], out[f"foreground_{method}"] = result, latency
-        log(f"  {method} {result.seconds:.1f}s, batch p99 {result.batch_p99 * 1000:.0f} ms, "
-            f"foreground p99 {latency.p99_ms:.1f} ms")
+    for method, options, sleep in WORKER_METHODS:
+        result: Measurement = on_copy(srv, template, lambda url, db, o=options, m=method, s=sleep: methods.worker_run(
+            settings_for(srv, db), backfill, o, m, s))  # type: ignore[assignment]
+        out[method] = result
+        log(f"  {method} {result.seconds:.1f}s ({plain.seconds / result.seconds:.2f}x of (a)), "
+            f"batch p50/p99 {result.batch_p50 * 1000:.0f}/{result.batch_p99 * 1000:.0f} ms")  # type: ignore[operator]
+        if with_foreground:
+            _, latency = on_copy(srv, template, worker_with_load(srv, backfill, options, method, sleep, keys,
+                                                                 max(5.0, result.seconds * 0.8)))  # type: ignore[misc]
+            out[f"foreground_{method}"] = latency
+            log(f"  {method} with the foreground load: its p99 {latency.p99_ms:.1f} ms")
     cap = 3 * plain.seconds + 0.1 * plain.rows / 10_000 + 30
     out["runbook_loop"] = on_copy(srv, template, lambda url, db: methods.runbook_loop(url, backfill, cap))
     log(f"  (b) runbook loop {out['runbook_loop'].seconds:.1f}s ({out['runbook_loop'].outcome})")  # type: ignore[attr-defined]
@@ -79,9 +86,10 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
 def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys: int, reps: int,
              alone: foreground.Latency) -> dict[str, object]:
     """`reps` repetitions of every method, summarized."""
-    runs = [one_repetition(srv, template, backfill, keys) for _ in range(reps)]
+    runs = [one_repetition(srv, template, backfill, keys, with_foreground=(i == 0)) for i in range(reps)]
     names = ("plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
-    latency = {m: [r[f"foreground_{m}"] for r in runs] for m in ("worker_sleep0", "worker_defaults")}
+    latency = {m: [r[f"foreground_{m}"] for r in runs if f"foreground_{m}" in r]
+               for m in ("worker_sleep0", "worker_defaults")}
     return {
         "backfill": backfill, "rows": rows,
         "methods": {m: report.summarize([r[m] for r in runs]) for m in names},  # type: ignore[misc]
