@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench import foreground, harness, methods, report, targets
 from bench.methods import Measurement
+from worker.db import with_database
 from worker.settings import Settings
 
 BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id")
@@ -31,14 +32,14 @@ def log(message: str) -> None:
 
 def settings_for(srv: harness.Servers, db: str) -> Settings:
     ns = f"bench-{uuid.uuid4().hex[:6]}"
-    return Settings(database_url=harness.database_url(srv.admin_url, db), redis_url=srv.redis_url,
+    return Settings(database_url=with_database(srv.admin_url, db), redis_url=srv.redis_url,
                     broker_url=srv.redis_url, namespace=ns, queue=f"{ns}-q")
 
 
 def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], object]) -> object:
     """Run `measure(url, dbname)` on a fresh copy of `template`, then drop the copy."""
     db = harness.clone(srv.admin_url, template)
-    url = harness.database_url(srv.admin_url, db)
+    url = with_database(srv.admin_url, db)
     harness.checkpoint(url)
     try:
         return measure(url, db)
@@ -128,7 +129,7 @@ def main() -> None:
         for rows in sizes:
             log(f"building a template with {rows:,} AOIs and {rows:,} jobs")
             template = harness.build_template(srv.admin_url, rows, rows)
-            keys = foreground.prepare_keys(harness.database_url(srv.admin_url, template))
+            keys = foreground.prepare_keys(with_database(srv.admin_url, template))
             alone = on_copy(srv, template, lambda url, db: foreground.pgbench(url, keys, 20))
             log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms")  # type: ignore[attr-defined]
             for backfill in args.backfills.split(","):

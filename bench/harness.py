@@ -20,7 +20,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.control import RunControl
-from worker.db import create_db_engine
+from worker.db import create_db_engine, with_database
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 from worker.settings import Settings
 
@@ -56,13 +56,6 @@ def servers(fast: bool = False) -> Iterator[Servers]:
             rd.stop()
         if pg:
             pg.destroy()
-
-
-def database_url(admin_url: str, name: str) -> str:
-    """The URL of database `name` on the admin URL's server."""
-    info = psycopg.conninfo.conninfo_to_dict(admin_url.replace("postgresql+psycopg://", "postgresql://"))
-    return (f"postgresql://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:"
-            f"{info.get('port', 5432)}/{name}")
 
 
 def clone(admin_url: str, template: str) -> str:
@@ -191,7 +184,7 @@ def build_template(admin_url: str, aois: int, jobs: int) -> str:
     name = f"bench_tpl_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(admin_url, name)
+    url = with_database(admin_url, name)
     engine = create_db_engine(url, pooled=False)
     MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
     sample_data.load(engine, sample_data.SampleSpec(aois=aois, jobs=jobs))

@@ -15,7 +15,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 
 from worker.settings import redact
 
-__all__ = ["DatabaseUnavailable", "create_db_engine", "libpq_url", "ping"]
+__all__ = ["DatabaseUnavailable", "create_db_engine", "libpq_url", "ping", "with_database"]
 
 SYSTEM_ADMIN_OPTIONS = "-c app.is_system_admin=true"
 
@@ -30,6 +30,15 @@ def libpq_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql://" + url[len(prefix):]
     return url
+
+
+def with_database(url: str, dbname: str) -> str:
+    """`url` (a URL or a key=value conninfo) pointed at database `dbname` on the same
+    server, as a `postgresql://` URL (what `DATABASE_URL` and the CLI take)."""
+    info = psycopg.conninfo.conninfo_to_dict(libpq_url(url))
+    password = f":{info['password']}" if info.get("password") else ""
+    return (f"postgresql://{info.get('user', 'postgres')}{password}@{info.get('host', '127.0.0.1')}:"
+            f"{info.get('port', 5432)}/{dbname}")
 
 
 def create_db_engine(

@@ -28,7 +28,7 @@ from migrations.planner import status_rows
 from worker import sample_data
 from worker.app import create_app
 from worker.cli.progress import watch
-from worker.db import create_db_engine
+from worker.db import create_db_engine, with_database
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, scratch_dir
 from worker.settings import Settings, redact
 
@@ -139,14 +139,14 @@ class Demo:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
         stack.callback(drop)
-        return psycopg.conninfo.make_conninfo(libpq_url(server_url), dbname=name)
+        return with_database(server_url, name)
 
     def _start(self, stack: ExitStack, settings: Settings, name: str, args: list[str]) -> int:
         """A `backfill` subprocess in its own process group, logging to the workdir;
         stopped (SIGTERM, then SIGKILL) when the demo ends."""
         log_path = self.options.workdir.resolve() / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "DATABASE_URL": _as_url(settings.require_database()),
+        env = {**os.environ, "DATABASE_URL": settings.require_database(),
                "REDIS_URL": settings.require_redis(), "BACKFILL_NAMESPACE": settings.namespace,
                "BACKFILL_QUEUE": settings.queue}
         env.pop("CELERY_BROKER_URL", None)
@@ -217,13 +217,3 @@ class Demo:
                          f"them fired the expand migration's sync trigger)")
         runner.up()
 
-
-def _as_url(conninfo: str) -> str:
-    """A `postgresql://` URL for a key=value conninfo (what the worker's environment takes)."""
-    if conninfo.startswith("postgresql://"):
-        return conninfo
-    import psycopg
-    info = psycopg.conninfo.conninfo_to_dict(conninfo)
-    password = f":{info['password']}" if info.get("password") else ""
-    return (f"postgresql://{info.get('user', 'postgres')}{password}@{info.get('host', '127.0.0.1')}:"
-            f"{info.get('port', 5432)}/{info['dbname']}")

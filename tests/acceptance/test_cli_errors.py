@@ -24,7 +24,7 @@ from backfills.control import RunControl
 from backfills.runs import RunOptions, RunStore
 from tests.support import servers
 from tests.support.workers import REPO, worker_env
-from worker.db import create_db_engine
+from worker.db import create_db_engine, with_database
 from worker.embedded import free_port
 from worker.settings import Settings
 
@@ -172,7 +172,7 @@ def _lane(cases: list[Case], pg_admin_url: str, template: str, redis_url: str,
     db_name = servers.unique_name("clierr") if any(c.db for c in cases) else None
     cleanup.append((db_name, ""))
     db_url = servers.create_database(pg_admin_url, db_name, template=template) if db_name else \
-        servers.as_url(servers.server_url(pg_admin_url, "postgres"))
+        with_database(pg_admin_url, "postgres")
     engine = create_db_engine(db_url, pooled=False) if db_name else None
     client = redis_lib.Redis.from_url(redis_url)
     results = {}

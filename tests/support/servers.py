@@ -16,25 +16,13 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from worker.db import libpq_url
+from worker.db import with_database
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
-
-
-def server_url(database_url: str, dbname: str) -> str:
-    """`database_url` pointed at another database on the same server."""
-    info = psycopg.conninfo.conninfo_to_dict(libpq_url(database_url))
-    info["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**info)
 
 
 def as_url(conninfo: str) -> str:
     """A `postgresql://` URL for a key=value conninfo (for the CLI and SQLAlchemy)."""
-    info = psycopg.conninfo.conninfo_to_dict(conninfo)
-    user = info.get("user", "postgres")
-    password = f":{info['password']}" if info.get("password") else ""
-    host = info.get("host", "127.0.0.1")
-    port = info.get("port", "5432")
-    return f"postgresql://{user}{password}@{host}:{port}/{info['dbname']}"
+    return with_database(conninfo, psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
 
 
 @contextmanager
@@ -42,7 +30,7 @@ def postgres_server(tmp: Path) -> Iterator[str]:
     """Admin URL (database `postgres`) of the session's server."""
     external = os.environ.get("DATABASE_URL")
     if external:
-        yield as_url(server_url(external, "postgres"))
+        yield with_database(external, "postgres")
         return
     server = EmbeddedPostgres(scratch_dir("backfill-test-") / "pg")
     server.start()
@@ -74,7 +62,7 @@ def create_database(admin_url: str, name: str, template: str | None = None) -> s
         if template:
             query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
         conn.execute(query)
-    return as_url(server_url(admin_url, name))
+    return with_database(admin_url, name)
 
 
 def drop_database(admin_url: str, name: str) -> None:
