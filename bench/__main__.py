@@ -1,8 +1,9 @@
 """`make bench`: every method on identical copies, in one run, reported as ratios.
 
-    python -m bench [--sizes 1000000,5000000] [--reps 3] [--backfills a,b] [--quick]
+    python -m bench [--sizes 1000000,5000000] [--reps 3] [--runbook-reps 1] [--backfills a,b] [--quick]
 
-Writes bench/results/bench.json, bench/results/throughput.png and the README table.
+Writes bench/results/bench.json (rewritten after every scenario, so a long run that is
+stopped still leaves what it measured), bench/results/throughput.png and the README table.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from worker.db import with_database
 from worker.settings import Settings
 
 BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id")
+FOREGROUND_SECONDS = 20.0
 WORKER_METHODS = (("worker_sleep0", ["--sleep", "0"], 0.0), ("worker_defaults", [], 0.1))
 RESULTS = harness.REPO / "bench" / "results"
 
@@ -47,21 +49,20 @@ def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], o
         harness.drop(srv.admin_url, db)
 
 
-def worker_with_load(srv: harness.Servers, backfill: str, options: list[str], method: str, sleep: float,
-                     keys: int, seconds: float) -> Callable[[str, str], tuple[Measurement, foreground.Latency]]:
-    """A measurement of the worker with the pgbench load running during the first `seconds`."""
-    def measure(url: str, db: str) -> tuple[Measurement, foreground.Latency]:
-        latency: list[foreground.Latency] = []
-        result = methods.worker_run(settings_for(srv, db), backfill, options, method, sleep,
-                                    during=lambda: latency.append(foreground.pgbench(url, keys, seconds)))
-        return result, latency[0]
+def foreground_during(srv: harness.Servers, backfill: str, options: list[str], keys: int,
+                      seconds: float) -> Callable[[str, str], foreground.Latency]:
+    """The pgbench load for `seconds` while a real worker runs the backfill on the copy."""
+    def measure(url: str, db: str) -> foreground.Latency:
+        return harness.load_during_run(settings_for(srv, db), backfill, options,
+                                       lambda: foreground.pgbench(url, keys, seconds))
     return measure
 
 
 def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int,
-                   with_foreground: bool) -> dict[str, object]:
+                   with_foreground: bool, with_runbook: bool) -> dict[str, object]:
     """Every method once, each on its own copy, with nothing else running. With
-    `with_foreground`, (c) and (d) again on fresh copies with the pgbench load alongside."""
+    `with_foreground`, (c) and (d) again on fresh copies with the pgbench load alongside
+    (for at most FOREGROUND_SECONDS, inside the run's span)."""
     out: dict[str, object] = {}
     plain: Measurement = on_copy(srv, template, lambda url, db: methods.plain_update(url, backfill))  # type: ignore[assignment]
     out["plain_update"] = plain
@@ -74,27 +75,31 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
         log(f"  {method} {result.seconds:.1f}s ({plain.seconds / result.seconds:.2f}x of (a)), "
             f"batch p50/p99 {result.batch_p50 * 1000:.0f}/{result.batch_p99 * 1000:.0f} ms")  # type: ignore[operator]
         if with_foreground:
-            _, latency = on_copy(srv, template, worker_with_load(srv, backfill, options, method, sleep, keys,
-                                                                 max(5.0, result.seconds * 0.8)))  # type: ignore[misc]
+            window = min(FOREGROUND_SECONDS, max(5.0, result.seconds * 0.8))
+            latency: foreground.Latency = on_copy(  # type: ignore[assignment]
+                srv, template, foreground_during(srv, backfill, options, keys, window))
             out[f"foreground_{method}"] = latency
             log(f"  {method} with the foreground load: its p99 {latency.p99_ms:.1f} ms")
-    cap = 3 * plain.seconds + 0.1 * plain.rows / 10_000 + 30
+    if not with_runbook:
+        return out
+    cap = 2 * plain.seconds + 0.1 * plain.rows / 10_000 + 30
     out["runbook_loop"] = on_copy(srv, template, lambda url, db: methods.runbook_loop(url, backfill, cap))
     log(f"  (b) runbook loop {out['runbook_loop'].seconds:.1f}s ({out['runbook_loop'].outcome})")  # type: ignore[attr-defined]
     return out
 
 
 def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys: int, reps: int,
-             alone: foreground.Latency) -> dict[str, object]:
-    """`reps` repetitions of every method, summarized."""
-    runs = [one_repetition(srv, template, backfill, keys, with_foreground=(i == 0)) for i in range(reps)]
+             runbook_reps: int, alone: foreground.Latency) -> dict[str, object]:
+    """`reps` repetitions of every method (the runbook's loop `runbook_reps` of them), summarized."""
+    runs = [one_repetition(srv, template, backfill, keys, with_foreground=(i == 0), with_runbook=(i < runbook_reps))
+            for i in range(reps)]
     names = ("plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
     latency = {m: [r[f"foreground_{m}"] for r in runs if f"foreground_{m}" in r]
                for m in ("worker_sleep0", "worker_defaults")}
     return {
         "backfill": backfill, "rows": rows,
-        "methods": {m: report.summarize([r[m] for r in runs]) for m in names},  # type: ignore[misc]
-        "raw": {m: [vars(r[m]) for r in runs] for m in names},
+        "methods": {m: report.summarize([r[m] for r in runs if m in r]) for m in names},  # type: ignore[misc]
+        "raw": {m: [vars(r[m]) for r in runs if m in r] for m in names},
         "foreground_ms": {"alone": vars(alone), **{m: [vars(x) for x in v] for m, v in latency.items()}},
     }
 
@@ -111,10 +116,18 @@ def partitions(srv: harness.Servers, template: str) -> dict[str, object]:
     return out
 
 
+def write_results(out: Path, results: dict[str, object], scenarios: list[dict[str, object]]) -> None:
+    """bench.json with the targets evaluated on what has been measured so far."""
+    results = {**results, "scenarios": scenarios, "targets": targets.evaluate(scenarios)}
+    (out / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "1000000,5000000"))
     parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    parser.add_argument("--runbook-reps", type=int, default=int(os.environ.get("BENCH_RUNBOOK_REPS", "1")),
+                        help="repetitions of the runbook's loop (capped at about 2x the plain UPDATE; default 1)")
     parser.add_argument("--backfills", default=",".join(BACKFILLS))
     parser.add_argument("--quick", action="store_true", help="20k rows, 1 repetition: checks the bench runs")
     parser.add_argument("--out", default=str(RESULTS), help="where to write results (default bench/results)")
@@ -124,29 +137,33 @@ def main() -> None:
     reps = 1 if args.quick else args.reps
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    scenarios, partition_results = [], {}
+    scenarios: list[dict[str, object]] = []
     with harness.servers() as srv:
+        results: dict[str, object] = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(), "server": harness.server_settings(srv.admin_url)},
+            "sizes": sizes, "repetitions": reps, "runbook_repetitions": min(reps, args.runbook_reps),
+            "complete": False, "partitions": {},
+        }
         for rows in sizes:
             log(f"building a template with {rows:,} AOIs and {rows:,} jobs")
             template = harness.build_template(srv.admin_url, rows, rows)
             keys = foreground.prepare_keys(with_database(srv.admin_url, template))
-            alone = on_copy(srv, template, lambda url, db: foreground.pgbench(url, keys, 20))
-            log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms")  # type: ignore[attr-defined]
+            alone: foreground.Latency = on_copy(  # type: ignore[assignment]
+                srv, template, lambda url, db: foreground.pgbench(url, keys, FOREGROUND_SECONDS))
+            log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms")
             for backfill in args.backfills.split(","):
                 log(f"{backfill} at {rows:,} rows, {reps} repetition(s)")
-                scenarios.append(scenario(srv, template, backfill, rows, keys, reps, alone))  # type: ignore[arg-type]
+                scenarios.append(scenario(srv, template, backfill, rows, keys, reps, args.runbook_reps, alone))
+                results["minutes"] = round((time.time() - started) / 60, 1)
+                write_results(out, results, scenarios)
             if rows == sizes[0]:
-                partition_results = partitions(srv, template)
+                results["partitions"] = partitions(srv, template)
             harness.drop(srv.admin_url, template)
-    results = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "sizes": sizes, "repetitions": reps, "minutes": round((time.time() - started) / 60, 1),
-        "scenarios": scenarios, "partitions": partition_results,
-        "targets": targets.evaluate(scenarios),
-    }
-    (out / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    results |= {"complete": True, "minutes": round((time.time() - started) / 60, 1)}
+    write_results(out, results, scenarios)
     report.plot(scenarios, out / "throughput.png")
-    section = report.markdown_table(scenarios) + "\n\n" + targets.markdown(results["targets"]) + \
+    section = report.markdown_table(scenarios) + "\n\n" + targets.markdown(targets.evaluate(scenarios)) + \
         "\n\n![throughput](bench/results/throughput.png)\n"
     if not args.quick:
         report.update_readme(harness.REPO / "README.md", section)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import redis as redis_lib
@@ -24,7 +23,11 @@ from worker.db import create_db_engine, with_database
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 from worker.settings import Settings
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
+# The embedded server is sized like a small production box: the tables fit in shared
+# buffers and checkpoints do not fire mid-measurement. Recorded in bench.json.
+SERVER_CONF = {"shared_buffers": "4GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def servers(fast: bool = False) -> Iterator[Servers]:
     try:
         if not admin:
             pg = EmbeddedPostgres(scratch_dir("backfill-bench-") / "pg", fast=fast,
-                                  extra_conf={"max_wal_size": "4GB", "checkpoint_timeout": "30min"})
+                                  extra_conf=SERVER_CONF)
             pg.start()
             admin = pg.url()
         if not redis_url:
@@ -59,10 +62,13 @@ def servers(fast: bool = False) -> Iterator[Servers]:
 
 
 def clone(admin_url: str, template: str) -> str:
-    """CREATE DATABASE ... TEMPLATE: an identical copy; returns its name."""
+    """CREATE DATABASE ... TEMPLATE: an identical copy; returns its name. On PostgreSQL 15+
+    the files are copied (STRATEGY FILE_COPY) rather than written through the WAL, which
+    is what makes a 5M-row copy take seconds."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
     return name
 
 
@@ -70,6 +76,13 @@ def drop(admin_url: str, name: str) -> None:
     """DROP DATABASE ... WITH (FORCE)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def server_settings(admin_url: str) -> dict[str, str]:
+    """The server settings that shape the numbers, for the results file."""
+    names = ("server_version", "shared_buffers", "max_wal_size", "fsync", "synchronous_commit", "work_mem")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        return {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
 
 
 def checkpoint(url: str) -> None:
@@ -124,10 +137,10 @@ def _peak_rss_mb(pgid: int) -> float:
     return peak / 1024
 
 
-def run_worker(settings: Settings, backfill: str, options: list[str], concurrency: int = 1,
-               during: Callable[[], None] | None = None) -> WorkerRunResult:
-    """Start a real `backfill worker`, enqueue, wait, measure, stop it. `during` runs in a
-    thread right after the enqueue (the foreground load)."""
+@contextmanager
+def worker_process(settings: Settings, concurrency: int = 1) -> Iterator[dict[str, str]]:
+    """A real `backfill worker` process, started and warmed up; yields the environment
+    the CLI needs to talk to it. Stopped (its whole process group) on exit."""
     env = {**os.environ, "DATABASE_URL": settings.require_database(), "REDIS_URL": settings.require_redis(),
            "BACKFILL_NAMESPACE": settings.namespace, "BACKFILL_QUEUE": settings.queue}
     log = open(REPO / "bench" / "results" / "worker.log.tmp", "w")  # noqa: SIM115 (closed in finally)
@@ -135,24 +148,41 @@ def run_worker(settings: Settings, backfill: str, options: list[str], concurrenc
                                "--loglevel", "WARNING"], env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        time.sleep(4)  # worker start-up is not part of the measurement
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", backfill, *options], env=env,
-                             capture_output=True, text=True, check=True)
-        run_id = out.stdout.strip().splitlines()[-1]
-        load = threading.Thread(target=during) if during else None
-        if load:
-            load.start()
-        subprocess.run([sys.executable, "-m", "worker.cli", "wait", run_id], env=env, capture_output=True,
-                       text=True)
-        wall = time.perf_counter() - started
-        if load:
-            load.join()
-        peak = _peak_rss_mb(worker.pid)
+        time.sleep(4)  # worker start-up is not part of any measurement
+        yield {**env, "WORKER_PGID": str(worker.pid)}
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(60)
         log.close()
+
+
+def enqueue(env: dict[str, str], backfill: str, options: list[str]) -> str:
+    """`backfill enqueue`; returns the run id."""
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", backfill, *options], env=env,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def run_worker(settings: Settings, backfill: str, options: list[str], concurrency: int = 1) -> WorkerRunResult:
+    """Enqueue on a real worker, wait for the run to end, and measure it."""
+    with worker_process(settings, concurrency) as env:
+        started = time.perf_counter()
+        run_id = enqueue(env, backfill, options)
+        subprocess.run([sys.executable, "-m", "worker.cli", "wait", run_id], env=env, capture_output=True,
+                       text=True)
+        wall = time.perf_counter() - started
+        peak = _peak_rss_mb(int(env["WORKER_PGID"]))
+    return _measured_run(settings, run_id, wall, peak)
+
+
+def load_during_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T]) -> T:
+    """Run `load` while a real worker runs the backfill; the worker is stopped when the load ends."""
+    with worker_process(settings) as env:
+        enqueue(env, backfill, options)
+        return load()
+
+
+def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: float) -> WorkerRunResult:
     engine = create_db_engine(settings.require_database(), pooled=False)
     with engine.connect() as conn:
         row = conn.execute(sa.text(
@@ -165,14 +195,7 @@ def run_worker(settings: Settings, backfill: str, options: list[str], concurrenc
     if row.state not in ("succeeded", "completed_with_errors"):
         raise RuntimeError(f"run {run_id} ended {row.state}")
     return WorkerRunResult(wall, float(row.secs), int(row.rows), int(row.batches),
-                           statistics.median(durations), percentile(durations, 99), peak)
-
-
-def write_result(name: str, data: dict[str, object]) -> Path:
-    """bench/results/<name>.json"""
-    path = REPO / "bench" / "results" / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+                           statistics.median(durations), percentile(durations, 99), peak_rss_mb)
 
 
 def build_template(admin_url: str, aois: int, jobs: int) -> str:

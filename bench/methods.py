@@ -11,7 +11,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -149,8 +148,8 @@ def bare_loop(url: str, backfill: str, batch_size: int = 10_000) -> Measurement:
 
 
 def worker_run(settings: Settings, backfill: str, options: list[str], method: str, sleep: float = 0.0,
-               concurrency: int = 1, during: Callable[[], None] | None = None) -> Measurement:
-    """(c)/(d) a real `backfill worker` process; `during` runs alongside (the foreground load)."""
-    result = harness.run_worker(settings, backfill, options, concurrency=concurrency, during=during)
+               concurrency: int = 1) -> Measurement:
+    """(c)/(d) a real `backfill worker` process, from enqueue to the run's end."""
+    result = harness.run_worker(settings, backfill, options, concurrency=concurrency)
     return Measurement(method, result.engine_seconds, result.rows, result.batches, sleep * result.batches,
                        result.batch_p50, result.batch_p99, result.peak_rss_mb)
