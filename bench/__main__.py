@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import foreground, harness, methods, report, targets
 from bench.methods import Measurement
+from worker.databases import drop_database
 from worker.db import with_database
 from worker.settings import Settings
 
@@ -48,7 +49,7 @@ def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], o
     try:
         return measure(url, db)
     finally:
-        harness.drop(srv.admin_url, db)
+        drop_database(srv.admin_url, db)
 
 
 def foreground_during(srv: harness.Servers, backfill: str, options: list[str], keys: int,
@@ -180,7 +181,7 @@ def main() -> None:
                 write_results(out, results, scenarios)
             if rows == sizes[0]:
                 results["partitions"] = partitions(srv, template)
-            harness.drop(srv.admin_url, template)
+            drop_database(srv.admin_url, template)
     results |= {"complete": True, "minutes": round((time.time() - started) / 60, 1)}
     write_results(out, results, scenarios)
     report.plot(scenarios, out / "throughput.png")

@@ -7,7 +7,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.control import RunControl
-from worker.db import create_db_engine, with_database
+from worker.databases import create_database, unique_name
+from worker.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 from worker.settings import Settings
 
@@ -62,20 +62,10 @@ def servers(fast: bool = False) -> Iterator[Servers]:
 
 
 def clone(admin_url: str, template: str) -> str:
-    """CREATE DATABASE ... TEMPLATE: an identical copy; returns its name. On PostgreSQL 15+
-    the files are copied (STRATEGY FILE_COPY) rather than written through the WAL, which
-    is what makes a 5M-row copy take seconds."""
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
+    """An identical copy of `template` (its files copied); returns its name."""
+    name = unique_name("bench")
+    create_database(admin_url, name, template, file_copy=True)
     return name
-
-
-def drop(admin_url: str, name: str) -> None:
-    """DROP DATABASE ... WITH (FORCE)."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def server_settings(admin_url: str) -> dict[str, str]:
@@ -204,10 +194,8 @@ def build_template(admin_url: str, aois: int, jobs: int) -> str:
     from migrations.files import load_migrations
     from worker import sample_data
 
-    name = f"bench_tpl_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(admin_url, name)
+    name = unique_name("bench_tpl")
+    url = create_database(admin_url, name)
     engine = create_db_engine(url, pooled=False)
     MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
     sample_data.load(engine, sample_data.SampleSpec(aois=aois, jobs=jobs))

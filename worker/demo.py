@@ -28,7 +28,7 @@ from migrations.planner import status_rows
 from worker import sample_data
 from worker.app import create_app
 from worker.cli.progress import watch
-from worker.db import create_db_engine, with_database
+from worker.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, scratch_dir
 from worker.settings import Settings, redact
 
@@ -125,21 +125,8 @@ class Demo:
 
     def _demo_database(self, stack: ExitStack, server_url: str) -> str:
         """A fresh database of the demo's own on that server, dropped at the end."""
-        import psycopg
-        from psycopg import sql
-
-        from worker.db import libpq_url
-        name = f"backfill_demo_{uuid.uuid4().hex[:8]}"
-        admin = psycopg.conninfo.conninfo_to_dict(libpq_url(server_url))
-        with psycopg.connect(**admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-        def drop() -> None:
-            with psycopg.connect(**admin, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-        stack.callback(drop)
-        return with_database(server_url, name)
+        from worker.databases import scratch_database
+        return stack.enter_context(scratch_database(server_url, "backfill_demo"))
 
     def _start(self, stack: ExitStack, settings: Settings, name: str, args: list[str]) -> int:
         """A `backfill` subprocess in its own process group, logging to the workdir;

@@ -8,16 +8,17 @@ servers are started once per session and stopped by pid at the end.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
+from worker.databases import create_database, drop_database, unique_name
 from worker.db import with_database
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
+
+__all__ = ["as_url", "create_database", "drop_database", "postgres_server", "redis_server", "unique_name"]
 
 
 def as_url(conninfo: str) -> str:
@@ -55,22 +56,3 @@ def redis_server(tmp: Path) -> Iterator[str]:
         server.stop()
 
 
-def create_database(admin_url: str, name: str, template: str | None = None) -> str:
-    """CREATE DATABASE `name` [TEMPLATE template]; returns its URL."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
-        conn.execute(query)
-    return with_database(admin_url, name)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    """DROP DATABASE ... WITH (FORCE), ignoring a missing one."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def unique_name(prefix: str) -> str:
-    """A database or namespace name unlikely to collide with a concurrent run."""
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
