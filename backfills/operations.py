@@ -145,10 +145,10 @@ def retune(res: Resources, run_id: str, **changes: float | int | None) -> Run:
     return run
 
 
-def status_of(res: Resources, run: Run) -> dict[str, object]:
-    """`status --json` for one run: the durable record plus the live Redis checkpoint."""
+def status_of(run: Run, control: RunControl) -> dict[str, object]:
+    """`status --json` for one run: the durable record plus the live Redis checkpoint
+    (`control` is the run's Redis state)."""
     data = run.to_status_json()
-    control = res.control(run.id)
     checkpoints = control.checkpoints()
     data["events"] = control.events(limit=20)
     throttled = sorted({cp.throttled for cp in checkpoints.values() if cp.throttled})

@@ -23,12 +23,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from backfills.health import HealthReadings
-from backfills.operations import Resources
 from backfills.registry import Registry
 from monitoring import metrics as m
 from monitoring.recorder import BackfillCounters
 from monitoring.sampler import RunSample, Sampler, Scrape
-from worker.app import create_app
 from worker.db import create_db_engine
 from worker.settings import Settings
 
@@ -128,8 +126,7 @@ class Exporter:
 
     Database statements get a session `statement_timeout` of twice `timeout_ms` (the
     health readings set `timeout_ms` for themselves), Redis calls a socket timeout of the
-    same. The Celery app of `Resources` is only there so that `status_of` computes the
-    ETA and throttle reasons exactly as `backfill status` does; nothing is sent with it.
+    same.
     """
 
     def __init__(self, settings: Settings, tables: Sequence[str] | None = None, timeout_ms: int = 1000,
@@ -140,17 +137,16 @@ class Exporter:
         client = redis_lib.Redis.from_url(settings.require_redis(), socket_timeout=2 * timeout_ms / 1000,
                                           socket_connect_timeout=connect_timeout)
         registry = Registry.discover(settings.extra_definitions)
-        app, _ = create_app(settings)
-        self.resources = Resources(settings, engine, client, registry, app)
+        self.engine, self.redis = engine, client
         chosen = tuple(tables) if tables else tuple(sorted({d.table for d in registry}))
-        self.sampler = Sampler(self.resources, chosen, timeout_ms)
+        self.sampler = Sampler(engine, client, settings.namespace, registry, chosen, timeout_ms)
         self.metrics = CollectorRegistry()
         self.metrics.register(BackfillCollector(self.sampler))
 
     def close(self) -> None:
         """Release the connections."""
-        self.resources.engine.dispose()
-        self.resources.redis.close()
+        self.engine.dispose()
+        self.redis.close()
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -17,8 +17,9 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.health import HealthReadings, read_health
-from backfills.operations import Resources, status_of
-from backfills.registry import UnknownBackfill
+from backfills.control import RunControl
+from backfills.operations import status_of
+from backfills.registry import Registry, UnknownBackfill
 from backfills.runs import Run, RunStore
 from monitoring.recorder import BackfillCounters, MetricsRecorder
 
@@ -74,12 +75,16 @@ def _throttle_reasons(text: object) -> frozenset[str]:
 class Sampler:
     """Takes the readings of one scrape."""
 
-    def __init__(self, resources: Resources, tables: Sequence[str], health_timeout_ms: int = 1000) -> None:
-        self.resources = resources
+    def __init__(self, engine: sa.Engine, redis: redis_lib.Redis, namespace: str, registry: Registry,
+                 tables: Sequence[str], health_timeout_ms: int = 1000) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.namespace = namespace
+        self.registry = registry
         self.tables = tuple(tables)
         self.health_timeout_ms = health_timeout_ms
-        self.recorder = MetricsRecorder(resources.redis, resources.settings.namespace)
-        self.store = RunStore(resources.engine)
+        self.recorder = MetricsRecorder(redis, namespace)
+        self.store = RunStore(engine)
 
     def sample(self) -> Scrape:
         """Read Redis and the database now."""
@@ -90,7 +95,7 @@ class Sampler:
         for run in runs:  # once Redis fails, the other runs are read from the database alone
             sample, redis_up = self._run_sample(run, redis_up)
             samples.append(sample)
-        health = (read_health(self.resources.engine, self._tables(runs), time.time(), self.health_timeout_ms)
+        health = (read_health(self.engine, self._tables(runs), time.time(), self.health_timeout_ms)
                   if runs_ok else HealthReadings(None, None, None, time.time()))  # unreachable: do not wait twice
         database_up = runs_ok and None not in (health.replicas, health.locks, health.vacuuming)
         return Scrape(counters, samples, states, health, database_up, redis_up,
@@ -103,14 +108,14 @@ class Sampler:
             recorded = {c.backfill: c for c in self.recorder.read()}
         except redis_lib.RedisError:
             return [], False
-        for definition in self.resources.registry:
+        for definition in self.registry:
             recorded.setdefault(definition.name, BackfillCounters.from_hash(definition.name, {}))
         return [recorded[name] for name in sorted(recorded)], True
 
     def _runs(self) -> tuple[list[Run], dict[str, str], bool]:
         try:
             runs = self.store.active()
-            with self.resources.engine.connect() as conn:
+            with self.engine.connect() as conn:
                 states = {r.backfill: r.state for r in conn.execute(sa.text(_LATEST_STATES))}
             return runs, states, True
         except sa.exc.SQLAlchemyError:
@@ -122,7 +127,7 @@ class Sampler:
         data, ok = run.to_status_json(), redis_up
         if redis_up:
             try:
-                data = status_of(self.resources, run)
+                data = status_of(run, RunControl(self.redis, self.namespace, run.id))
             except redis_lib.RedisError:
                 ok = False
         age = _number(data.get("checkpoint_age_seconds"))
@@ -140,7 +145,7 @@ class Sampler:
         tables = set(self.tables)
         for run in runs:
             try:
-                tables.add(self.resources.registry.get(run.backfill).table)
+                tables.add(self.registry.get(run.backfill).table)
             except UnknownBackfill:
                 continue
         return sorted(tables)

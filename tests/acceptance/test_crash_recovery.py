@@ -11,7 +11,6 @@ import threading
 import time
 from dataclasses import replace
 
-import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 

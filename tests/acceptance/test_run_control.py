@@ -11,7 +11,6 @@ import itertools
 import time
 from datetime import datetime
 
-import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 

@@ -82,7 +82,7 @@ def watch(res: ops.Resources, run_id: str | list[str] | None, interval: float = 
         return
     with Live(console=console or Console(), refresh_per_second=4) as live:
         while True:
-            items = [ops.status_of(res, res.store.get(i)) for i in ids]
+            items = [ops.status_of(res.store.get(i), res.control(i)) for i in ids]
             live.update(_table(items))
             if all(item["state"] in TERMINAL for item in items):
                 return

@@ -51,7 +51,7 @@ def status(state: CliState, run_id: str | None, as_json: bool, live: bool) -> No
         watch(res, run_id)
         return
     runs = [res.store.get(run_id)] if run_id else res.store.list()
-    data = [ops.status_of(res, run) for run in runs]
+    data = [ops.status_of(run, res.control(run.id)) for run in runs]
     if as_json:
         echo_json(data[0] if run_id else data)
         return
