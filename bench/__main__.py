@@ -14,9 +14,12 @@ import argparse
 import json
 import os
 import platform
+import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import foreground, harness, methods, report, targets
@@ -69,29 +72,37 @@ def foreground_alone(srv: harness.Servers, template: str, keys: int) -> foregrou
     return sorted(runs, key=lambda r: r.p99_ms)[1]
 
 
-def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int,
-                   with_foreground: bool, with_runbook: bool) -> dict[str, object]:
-    """Every method once, each on its own copy, with nothing else running. With
-    `with_foreground`, (c) and (d) again on fresh copies with the pgbench load alongside
-    (for at most FOREGROUND_SECONDS, inside the run's span)."""
+@dataclass(frozen=True)
+class Extras:
+    """What one repetition measures besides (a), (c) and (d)."""
+
+    foreground: bool  # (c) and (d) again, with the pgbench load alongside
+    runbook: bool  # (b), capped at about twice (a)
+    bare_loop: bool  # the batch statement alone, to price the framework per batch
+
+
+def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int, extras: Extras) -> dict[str, object]:
+    """Every method once, each on its own copy, with nothing else running. The foreground
+    runs last at most FOREGROUND_SECONDS, inside the run's span."""
     out: dict[str, object] = {}
     plain: Measurement = on_copy(srv, template, lambda url, db: methods.plain_update(url, backfill))  # type: ignore[assignment]
     out["plain_update"] = plain
     log(f"  (a) plain UPDATE {plain.seconds:.1f}s")
-    out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
+    if extras.bare_loop:
+        out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
     for method, options, sleep in WORKER_METHODS:
         result: Measurement = on_copy(srv, template, lambda url, db, o=options, m=method, s=sleep: methods.worker_run(
             settings_for(srv, db), backfill, o, m, s))  # type: ignore[assignment]
         out[method] = result
         log(f"  {method} {result.seconds:.1f}s ({plain.seconds / result.seconds:.2f}x of (a)), "
             f"batch p50/p99 {result.batch_p50 * 1000:.0f}/{result.batch_p99 * 1000:.0f} ms")  # type: ignore[operator]
-        if with_foreground:
+        if extras.foreground:
             window = min(FOREGROUND_SECONDS, max(5.0, result.seconds * 0.8))
             latency: foreground.Latency = on_copy(  # type: ignore[assignment]
                 srv, template, foreground_during(srv, backfill, options, keys, window))
             out[f"foreground_{method}"] = latency
             log(f"  {method} with the foreground load: its p99 {latency.p99_ms:.1f} ms")
-    if not with_runbook:
+    if not extras.runbook:
         return out
     cap = 2 * plain.seconds + 0.1 * plain.rows / 10_000 + 30
     out["runbook_loop"] = on_copy(srv, template, lambda url, db: methods.runbook_loop(url, backfill, cap))
@@ -100,11 +111,14 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
 
 
 def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys: int, reps: int,
-             runbook_reps: int, alone: foreground.Latency) -> dict[str, object]:
-    """`reps` repetitions of every method (the runbook's loop `runbook_reps` of them), summarized."""
-    runs = [one_repetition(srv, template, backfill, keys, with_foreground=(i == 0), with_runbook=(i < runbook_reps))
+             runbook_reps: int, bare_loop: bool, alone: foreground.Latency) -> dict[str, object]:
+    """`reps` repetitions (the runbook's loop in `runbook_reps` of them, the foreground
+    load in the first, the bare loop in all or none), summarized per method."""
+    runs = [one_repetition(srv, template, backfill, keys,
+                           Extras(foreground=i == 0, runbook=i < runbook_reps, bare_loop=bare_loop))
             for i in range(reps)]
-    names = ("plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
+    names = [m for m in ("plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
+             if any(m in r for r in runs)]
     latency = {m: [r[f"foreground_{m}"] for r in runs if f"foreground_{m}" in r]
                for m in ("worker_sleep0", "worker_defaults")}
     return {
@@ -137,6 +151,18 @@ def repetitions(text: str, sizes: int) -> list[int]:
     return counts
 
 
+def bare_loop_sizes(text: str, sizes: list[int]) -> set[int]:
+    """`smallest`, `all`, or sizes from `sizes`; anything else is refused."""
+    if text == "smallest":
+        return {min(sizes)}
+    if text == "all":
+        return set(sizes)
+    chosen = {int(c) for c in text.split(",")}
+    if not chosen <= set(sizes):
+        raise SystemExit(f"--bare-loop-sizes {text!r}: not among --sizes {sizes}")
+    return chosen
+
+
 def write_results(out: Path, results: dict[str, object], scenarios: list[dict[str, object]]) -> None:
     """bench.json with the targets evaluated on what has been measured so far."""
     results = {**results, "scenarios": scenarios, "targets": targets.evaluate(scenarios)}
@@ -150,13 +176,18 @@ def main() -> None:
                         help="repetitions: one count, or one per size (e.g. 3,1)")
     parser.add_argument("--runbook-reps", type=int, default=int(os.environ.get("BENCH_RUNBOOK_REPS", "1")),
                         help="repetitions of the runbook's loop (capped at about 2x the plain UPDATE; default 1)")
+    parser.add_argument("--bare-loop-sizes", default=os.environ.get("BENCH_BARE_LOOP_SIZES", "smallest"),
+                        help="sizes at which the bare keyset loop runs: 'smallest' (default), 'all', or a list; "
+                             "it prices the framework per batch, which does not grow with the table")
     parser.add_argument("--backfills", default=",".join(BACKFILLS))
     parser.add_argument("--quick", action="store_true", help="20k rows, 1 repetition: checks the bench runs")
     parser.add_argument("--out", default=str(RESULTS), help="where to write results (default bench/results)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped bench still stops its servers
     out = Path(args.out)
     sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     reps_by_size = dict(zip(sizes, [1] if args.quick else repetitions(args.reps, len(sizes)), strict=True))
+    bare_sizes = bare_loop_sizes(args.bare_loop_sizes, sizes)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     scenarios: list[dict[str, object]] = []
@@ -165,6 +196,7 @@ def main() -> None:
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(), "server": harness.server_settings(srv.admin_url)},
             "sizes": sizes, "repetitions": reps_by_size, "runbook_repetitions": args.runbook_reps,
+            "bare_loop_sizes": sorted(bare_sizes),
             "complete": False, "partitions": {},
         }
         for rows in sizes:
@@ -176,7 +208,8 @@ def main() -> None:
             log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms (median of 3)")
             for backfill in args.backfills.split(","):
                 log(f"{backfill} at {rows:,} rows, {reps} repetition(s)")
-                scenarios.append(scenario(srv, template, backfill, rows, keys, reps, args.runbook_reps, alone))
+                scenarios.append(scenario(srv, template, backfill, rows, keys, reps, args.runbook_reps,
+                                          rows in bare_sizes, alone))
                 results["minutes"] = round((time.time() - started) / 60, 1)
                 write_results(out, results, scenarios)
             if rows == sizes[0]:

@@ -82,15 +82,16 @@ def plot(scenarios: list[dict], path: Path) -> None:
 
 def markdown_table(scenarios: list[dict]) -> str:
     """One row per scenario and method: rows/s, ratio to (a), batch p50/p99, RSS."""
-    lines = ["| backfill | rows | method | rows/s (median, min-max) | vs (a) | batch p50 / p99 ms | peak RSS MB | outcome |",
-             "| --- | ---: | --- | --- | ---: | --- | ---: | --- |"]
+    lines = ["| backfill | rows | method | runs | rows/s (median, min-max) | vs (a) | batch p50 / p99 ms | "
+             "peak RSS MB | outcome |",
+             "| --- | ---: | --- | ---: | --- | ---: | --- | ---: | --- |"]
     for s in scenarios:
         plain = s["methods"].get("plain_update", {}).get("rows_per_second_median")
         for method, data in s["methods"].items():
             ratio = f"{data['rows_per_second_median'] / plain:.2f}x" if plain else "-"
             batch = (f"{data.get('batch_p50_ms_median', '-')} / {data.get('batch_p99_ms_median', '-')}"
                      if "batch_p50_ms_median" in data else "-")
-            lines.append(f"| {s['backfill']} | {s['rows']:,} | {LABELS[method]} | "
+            lines.append(f"| {s['backfill']} | {s['rows']:,} | {LABELS[method]} | {data['repetitions']} | "
                          f"{data['rows_per_second_median']:,.0f} ({data['rows_per_second_min']:,.0f}-"
                          f"{data['rows_per_second_max']:,.0f}) | {ratio} | {batch} | "
                          f"{data.get('peak_rss_mb_max', '-')} | {', '.join(data['outcomes'])} |")

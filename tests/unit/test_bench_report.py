@@ -1,0 +1,117 @@
+"""The benchmark's arithmetic: summaries, targets, the README table, its arguments. No IO
+beyond a temporary README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import report, targets
+from bench.__main__ import bare_loop_sizes, repetitions
+from bench.harness import percentile
+from bench.methods import Measurement
+
+
+def _m(method: str, seconds: float, rows: int = 1_000_000, **kw: object) -> Measurement:
+    return Measurement(method, seconds, rows, **kw)  # type: ignore[arg-type]
+
+
+def _scenario(rows: int, plain: float, sleep0: float, bare: float | None, during_ms: float,
+              alone_ms: float = 4.0, p99: float = 0.25, rss: float = 80.0, runbook_outcome: str = "ok") -> dict:
+    runs = {
+        "plain_update": [_m("plain_update", plain, rows)],
+        "worker_sleep0": [_m("worker_sleep0", sleep0, rows, batches=rows // 10_000, batch_p50=0.2,
+                             batch_p99=p99, peak_rss_mb=rss)],
+        "worker_defaults": [_m("worker_defaults", sleep0 * 1.5, rows, batches=rows // 10_000,
+                               sleep_seconds=0.1 * rows / 10_000, peak_rss_mb=rss)],
+        "runbook_loop": [_m("runbook_loop", plain * 3, rows, batches=rows // 10_000,
+                            sleep_seconds=0.1 * rows / 10_000, outcome=runbook_outcome)],
+    }
+    if bare is not None:
+        runs["bare_keyset_loop"] = [_m("bare_keyset_loop", bare, rows, batches=rows // 10_000)]
+    return {
+        "backfill": "aois_status", "rows": rows,
+        "methods": {m: report.summarize(r) for m, r in runs.items()},
+        "foreground_ms": {"alone": {"p99_ms": alone_ms}, "worker_defaults": [{"p99_ms": during_ms}]},
+    }
+
+
+def _reached(results: list[dict], prefix: str) -> list[bool | None]:
+    return [t["reached"] for t in results if t["target"].startswith(prefix)]
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_summary_takes_medians_and_the_extremes() -> None:
+    runs = [_m("plain_update", s) for s in (10.0, 20.0, 40.0)]
+    summary = report.summarize(runs)
+    assert summary["repetitions"] == 3
+    assert summary["seconds_median"] == 20.0
+    assert (summary["rows_per_second_min"], summary["rows_per_second_median"],
+            summary["rows_per_second_max"]) == (25_000.0, 50_000.0, 100_000.0)
+
+
+def test_cost_per_row_leaves_out_the_designed_sleeps() -> None:
+    run = _m("worker_defaults", 30.0, 100_000, batches=10, sleep_seconds=10.0)
+    assert run.seconds_per_row_working == pytest.approx(20.0 / 100_000)
+
+
+def test_throughput_target_is_the_ratio_to_the_plain_update() -> None:
+    assert _reached(targets.evaluate([_scenario(1_000_000, 20, 21, 20, 5)]), "(c) >= 0.9x") == [True]
+    assert _reached(targets.evaluate([_scenario(1_000_000, 20, 25, 20, 5)]), "(c) >= 0.9x") == [False]
+
+
+def test_overhead_target_needs_the_bare_loop_and_is_per_batch() -> None:
+    # 100 batches; (c) 0.4 s longer than the bare loop is 4 ms a batch, 0.6 s is 6 ms
+    assert _reached(targets.evaluate([_scenario(1_000_000, 20, 20.4, 20.0, 5)]), "framework") == [True]
+    assert _reached(targets.evaluate([_scenario(1_000_000, 20, 20.6, 20.0, 5)]), "framework") == [False]
+    assert _reached(targets.evaluate([_scenario(1_000_000, 20, 20.6, None, 5)]), "framework") == []
+
+
+def test_foreground_and_batch_latency_targets() -> None:
+    results = targets.evaluate([_scenario(1_000_000, 20, 20, 20, during_ms=6.0, alone_ms=4.0, p99=0.31)])
+    assert _reached(results, "foreground") == [True]
+    assert _reached(results, "batch p99") == [False]
+    assert _reached(targets.evaluate([_scenario(1_000_000, 20, 20, 20, during_ms=6.1)]), "foreground") == [False]
+
+
+def test_size_targets_compare_the_largest_size_with_the_smallest() -> None:
+    small = _scenario(1_000_000, 20, 20, 20, 5, rss=80)
+    flat = _scenario(5_000_000, 100, 110, None, 5, rss=85)
+    steep = _scenario(5_000_000, 100, 130, None, 5, rss=200, runbook_outcome="did not finish within 300s")
+    assert _reached(targets.evaluate([small, flat]), "cost per row") == [True, True]
+    assert _reached(targets.evaluate([small, flat]), "worker RSS") == [True]
+    # (c) 26 µs/row against 20, and a runbook loop that did not finish, miss; so does 200 MB
+    assert _reached(targets.evaluate([small, steep]), "cost per row") == [False, False]
+    assert _reached(targets.evaluate([small, steep]), "worker RSS") == [False]
+    assert _reached(targets.evaluate([small]), "cost per row") == []
+
+
+def test_table_has_a_row_per_method_with_its_repetitions(tmp_path: Path) -> None:
+    table = report.markdown_table([_scenario(1_000_000, 20, 25, None, 5)])
+    rows = [line for line in table.splitlines() if line.startswith("| aois_status")]
+    assert len(rows) == 4
+    assert "| (c) worker, --sleep 0 | 1 | 40,000 (40,000-40,000) | 0.80x |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\ntail\n")
+    report.update_readme(readme, table)
+    text = readme.read_text()
+    assert "old" not in text and table in text and text.endswith("tail\n")
+
+
+def test_repetitions_and_bare_loop_sizes_refuse_what_does_not_fit() -> None:
+    assert repetitions("3", 2) == [3, 3]
+    assert repetitions("3,1", 2) == [3, 1]
+    for bad in ("3,1,1", "0", "2,0"):
+        with pytest.raises(SystemExit):
+            repetitions(bad, 2)
+    assert bare_loop_sizes("smallest", [5_000_000, 1_000_000]) == {1_000_000}
+    assert bare_loop_sizes("all", [1, 5]) == {1, 5}
+    with pytest.raises(SystemExit):
+        bare_loop_sizes("7", [1, 5])
