@@ -110,6 +110,7 @@ class WorkerRunResult:
     batch_p50: float
     batch_p99: float
     peak_rss_mb: float
+    in_batches_seconds: float  # the sum of the batch transactions' durations
 
 
 def _peak_rss_mb(pgid: int) -> float:
@@ -187,7 +188,7 @@ def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: flo
     if row.state not in ("succeeded", "completed_with_errors"):
         raise RuntimeError(f"run {run_id} ended {row.state}")
     return WorkerRunResult(wall, float(row.secs), int(row.rows), int(row.batches),
-                           statistics.median(durations), percentile(durations, 99), peak_rss_mb)
+                           statistics.median(durations), percentile(durations, 99), peak_rss_mb, sum(durations))
 
 
 def build_template(admin_url: str, aois: int, jobs: int) -> str:

@@ -73,6 +73,15 @@ class Measurement:
     batch_p99: float | None = None
     peak_rss_mb: float | None = None
     outcome: str = "ok"
+    in_batches_seconds: float | None = None  # time inside the batch transactions
+
+    @property
+    def outside_batch_ms(self) -> float | None:
+        """Per batch, the time spent outside the batch transaction and outside the designed
+        sleeps: what the loop around the statement costs, measured within one run."""
+        if self.in_batches_seconds is None or not self.batches:
+            return None
+        return (self.seconds - self.in_batches_seconds - self.sleep_seconds) / self.batches * 1000
 
     @property
     def rows_per_second(self) -> float:
@@ -132,7 +141,8 @@ def bare_loop(url: str, backfill: str, batch_size: int = 10_000) -> Measurement:
     with engine.connect() as conn:
         key = read_key_columns(conn, definition)
     executor = BatchExecutor(engine, definition, key, Scope(), run.id, 0)
-    durations, rows, cursor = [], 0, None
+    durations: list[float] = []
+    rows, cursor = 0, None
     started = time.perf_counter()
     while True:
         result = executor.run(cursor, batch_size, Timeouts(2, 30))
@@ -144,7 +154,7 @@ def bare_loop(url: str, backfill: str, batch_size: int = 10_000) -> Measurement:
     seconds = time.perf_counter() - started
     engine.dispose()
     return Measurement("bare_keyset_loop", seconds, rows, len(durations), 0.0, statistics.median(durations),
-                       harness.percentile(durations, 99))
+                       harness.percentile(durations, 99), in_batches_seconds=sum(durations))
 
 
 def worker_run(settings: Settings, backfill: str, options: list[str], method: str, sleep: float = 0.0,
@@ -152,4 +162,5 @@ def worker_run(settings: Settings, backfill: str, options: list[str], method: st
     """(c)/(d) a real `backfill worker` process, from enqueue to the run's end."""
     result = harness.run_worker(settings, backfill, options, concurrency=concurrency)
     return Measurement(method, result.engine_seconds, result.rows, result.batches, sleep * result.batches,
-                       result.batch_p50, result.batch_p99, result.peak_rss_mb)
+                       result.batch_p50, result.batch_p99, result.peak_rss_mb,
+                       in_batches_seconds=result.in_batches_seconds)

@@ -43,6 +43,9 @@ def summarize(runs: Sequence[Measurement]) -> dict[str, object]:
     rss = [m.peak_rss_mb for m in runs if m.peak_rss_mb]
     if rss:
         summary["peak_rss_mb_max"] = round(max(rss), 1)
+    outside = [m.outside_batch_ms for m in runs if m.outside_batch_ms is not None]
+    if outside:
+        summary["outside_batch_ms_median"] = round(statistics.median(outside), 2)
     batches = [m.batches for m in runs if m.batches]
     if batches:
         summary["batches_median"] = statistics.median(batches)

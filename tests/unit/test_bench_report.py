@@ -115,3 +115,16 @@ def test_repetitions_and_bare_loop_sizes_refuse_what_does_not_fit() -> None:
     assert bare_loop_sizes("all", [1, 5]) == {1, 5}
     with pytest.raises(SystemExit):
         bare_loop_sizes("7", [1, 5])
+
+
+def test_time_outside_the_batches_is_per_batch_and_leaves_out_the_sleeps() -> None:
+    run = _m("worker_defaults", 40.0, 1_000_000, batches=100, sleep_seconds=10.0, in_batches_seconds=29.5)
+    assert run.outside_batch_ms == pytest.approx(5.0)
+    assert _m("plain_update", 20.0).outside_batch_ms is None
+    fast = _scenario(1_000_000, 20, 20, 20, 5)
+    fast["methods"]["worker_sleep0"] = report.summarize(
+        [_m("worker_sleep0", 20.0, batches=100, in_batches_seconds=19.6, batch_p99=0.2)])
+    assert _reached(targets.evaluate([fast]), "time outside") == [True]
+    fast["methods"]["worker_sleep0"] = report.summarize(
+        [_m("worker_sleep0", 20.0, batches=100, in_batches_seconds=19.0, batch_p99=0.2)])
+    assert _reached(targets.evaluate([fast]), "time outside") == [False]
