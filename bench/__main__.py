@@ -45,12 +45,18 @@ def settings_for(srv: harness.Servers, db: str) -> Settings:
 
 
 def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], object]) -> object:
-    """Run `measure(url, dbname)` on a fresh copy of `template`, then drop the copy."""
+    """Run `measure(url, dbname)` on a fresh copy of `template`, then drop the copy. A
+    Measurement gets the WAL written and the checkpoints taken while it ran."""
     db = harness.clone(srv.admin_url, template)
     url = with_database(srv.admin_url, db)
     harness.checkpoint(url)
     try:
-        return measure(url, db)
+        before = harness.wal_counters(srv.admin_url)
+        result = measure(url, db)
+        after = harness.wal_counters(srv.admin_url)
+        if isinstance(result, Measurement) and before and after:
+            result.add_wal(after.since(before))
+        return result
     finally:
         drop_database(srv.admin_url, db)
 

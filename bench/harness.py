@@ -76,6 +76,33 @@ def server_settings(admin_url: str) -> dict[str, str]:
         return {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
 
 
+@dataclass(frozen=True)
+class WalCounters:
+    """Server-wide WAL written and checkpoints taken so far (nothing else runs during a
+    measurement, so the difference across one is that measurement's)."""
+
+    wal_bytes: int
+    full_page_images: int
+    checkpoints: int
+
+    def since(self, before: WalCounters) -> WalCounters:
+        """What happened between `before` and this reading."""
+        return WalCounters(self.wal_bytes - before.wal_bytes, self.full_page_images - before.full_page_images,
+                           self.checkpoints - before.checkpoints)
+
+
+def wal_counters(admin_url: str) -> WalCounters | None:
+    """pg_stat_wal and the checkpoint count (PostgreSQL 14+; None before that)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if conn.info.server_version < 140000:
+            return None
+        wal = conn.execute("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal").fetchone()
+        view = ("SELECT num_timed + num_requested FROM pg_stat_checkpointer" if conn.info.server_version >= 170000
+                else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+        checkpoints = conn.execute(view).fetchone()
+    return WalCounters(int(wal[0]), int(wal[1]), int(checkpoints[0]))  # type: ignore[index]
+
+
 def checkpoint(url: str) -> None:
     """CHECKPOINT + ANALYZE so each measured step starts from the same state."""
     with psycopg.connect(url, autocommit=True) as conn:

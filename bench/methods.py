@@ -74,6 +74,15 @@ class Measurement:
     peak_rss_mb: float | None = None
     outcome: str = "ok"
     in_batches_seconds: float | None = None  # time inside the batch transactions
+    wal_bytes: int | None = None  # WAL written during the measurement
+    full_page_images: int | None = None
+    checkpoints: int | None = None
+
+    def add_wal(self, wal: harness.WalCounters | None) -> None:
+        """Attach the WAL written and the checkpoints taken while this was measured."""
+        if wal is not None:
+            self.wal_bytes, self.full_page_images, self.checkpoints = (wal.wal_bytes, wal.full_page_images,
+                                                                       wal.checkpoints)
 
     @property
     def outside_batch_ms(self) -> float | None:

@@ -43,6 +43,10 @@ def summarize(runs: Sequence[Measurement]) -> dict[str, object]:
     rss = [m.peak_rss_mb for m in runs if m.peak_rss_mb]
     if rss:
         summary["peak_rss_mb_max"] = round(max(rss), 1)
+    wal = [m.wal_bytes / m.rows for m in runs if m.wal_bytes is not None and m.rows]
+    if wal:
+        summary["wal_bytes_per_row_median"] = round(statistics.median(wal))
+        summary["checkpoints_max"] = max(m.checkpoints or 0 for m in runs)
     outside = [m.outside_batch_ms for m in runs if m.outside_batch_ms is not None]
     if outside:
         summary["outside_batch_ms_median"] = round(statistics.median(outside), 2)
@@ -86,8 +90,8 @@ def plot(scenarios: list[dict], path: Path) -> None:
 def markdown_table(scenarios: list[dict]) -> str:
     """One row per scenario and method: rows/s, ratio to (a), batch p50/p99, RSS."""
     lines = ["| backfill | rows | method | runs | rows/s (median, min-max) | vs (a) | batch p50 / p99 ms | "
-             "peak RSS MB | outcome |",
-             "| --- | ---: | --- | ---: | --- | ---: | --- | ---: | --- |"]
+             "peak RSS MB | WAL B/row | outcome |",
+             "| --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- |"]
     for s in scenarios:
         plain = s["methods"].get("plain_update", {}).get("rows_per_second_median")
         for method, data in s["methods"].items():
@@ -97,7 +101,8 @@ def markdown_table(scenarios: list[dict]) -> str:
             lines.append(f"| {s['backfill']} | {s['rows']:,} | {LABELS[method]} | {data['repetitions']} | "
                          f"{data['rows_per_second_median']:,.0f} ({data['rows_per_second_min']:,.0f}-"
                          f"{data['rows_per_second_max']:,.0f}) | {ratio} | {batch} | "
-                         f"{data.get('peak_rss_mb_max', '-')} | {', '.join(data['outcomes'])} |")
+                         f"{data.get('peak_rss_mb_max', '-')} | {data.get('wal_bytes_per_row_median', '-')} | "
+                         f"{', '.join(data['outcomes'])} |")
     return "\n".join(lines)
 
 

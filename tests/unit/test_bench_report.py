@@ -128,3 +128,11 @@ def test_time_outside_the_batches_is_per_batch_and_leaves_out_the_sleeps() -> No
     fast["methods"]["worker_sleep0"] = report.summarize(
         [_m("worker_sleep0", 20.0, batches=100, in_batches_seconds=19.0, batch_p99=0.2)])
     assert _reached(targets.evaluate([fast]), "time outside") == [False]
+
+
+def test_wal_is_reported_per_row_with_the_checkpoints_taken() -> None:
+    runs = [_m("worker_sleep0", 20.0, 1_000, wal_bytes=w, checkpoints=c) for w, c in ((400_000, 0), (600_000, 2))]
+    summary = report.summarize(runs)
+    assert summary["wal_bytes_per_row_median"] == 500
+    assert summary["checkpoints_max"] == 2
+    assert "wal_bytes_per_row_median" not in report.summarize([_m("plain_update", 20.0)])
