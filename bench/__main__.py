@@ -197,7 +197,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     scenarios: list[dict[str, object]] = []
-    with harness.servers() as srv:
+    with harness.servers(sized=not args.quick) as srv:
         results: dict[str, object] = {
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(), "server": harness.server_settings(srv.admin_url)},

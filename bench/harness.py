@@ -40,15 +40,16 @@ class Servers:
 
 
 @contextmanager
-def servers(fast: bool = False) -> Iterator[Servers]:
-    """Embedded servers unless DATABASE_URL/REDIS_URL are set (durable settings by default)."""
+def servers(fast: bool = False, sized: bool = True) -> Iterator[Servers]:
+    """Embedded servers unless DATABASE_URL/REDIS_URL are set (durable settings by default;
+    `sized` gives PostgreSQL SERVER_CONF, else its small defaults, for smoke runs)."""
     pg = rd = None
     admin = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
     try:
         if not admin:
             pg = EmbeddedPostgres(scratch_dir("backfill-bench-") / "pg", fast=fast,
-                                  extra_conf=SERVER_CONF)
+                                  extra_conf=SERVER_CONF if sized else {})
             pg.start()
             admin = pg.url()
         if not redis_url:

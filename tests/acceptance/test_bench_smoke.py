@@ -1,0 +1,31 @@
+"""`python -m bench --quick` end to end: real servers, every method, results and plot
+written where asked, the README left alone (a smoke run is no result to publish)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_quick_bench_measures_every_method_and_writes_its_results(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--backfills", "aois_status",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["complete"] is True and results["sizes"] == [20_000]
+    [scenario] = results["scenarios"]
+    methods = scenario["methods"]
+    assert set(methods) == {"plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop"}
+    for name in ("plain_update", "worker_sleep0", "worker_defaults", "bare_keyset_loop"):
+        assert methods[name]["rows"] == 20_000, name
+        assert methods[name]["wal_bytes_per_row_median"] > 0, name
+    assert methods["worker_sleep0"]["batches_median"] == 2
+    assert methods["worker_sleep0"]["outside_batch_ms_median"] is not None
+    assert scenario["foreground_ms"]["alone"]["transactions"] > 0
+    assert (tmp_path / "throughput.png").stat().st_size > 10_000
+    assert (REPO / "README.md").read_text() == readme
