@@ -9,6 +9,8 @@ with `SET LOCAL` inside their own transaction.
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool, QueuePool
@@ -34,11 +36,21 @@ def libpq_url(url: str) -> str:
 
 def with_database(url: str, dbname: str) -> str:
     """`url` (a URL or a key=value conninfo) pointed at database `dbname` on the same
-    server, as a `postgresql://` URL (what `DATABASE_URL` and the CLI take)."""
-    info = psycopg.conninfo.conninfo_to_dict(libpq_url(url))
-    password = f":{info['password']}" if info.get("password") else ""
-    return (f"postgresql://{info.get('user', 'postgres')}{password}@{info.get('host', '127.0.0.1')}:"
-            f"{info.get('port', 5432)}/{dbname}")
+    server, as a `postgresql://` URL (what `DATABASE_URL` and the CLI take). Everything
+    else is kept: every host of a multi-host URL and every parameter (`sslmode`,
+    `target_session_attrs`, ...)."""
+    conninfo = libpq_url(url)
+    if conninfo.startswith("postgresql://"):
+        parts = urlsplit(conninfo)
+        return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    user, password = quote(info.pop("user", "postgres"), safe=""), info.pop("password", None)
+    hosts, ports = info.pop("host", "127.0.0.1").split(","), info.pop("port", "5432").split(",")
+    netloc = ",".join(f"{h}:{ports[i] if len(ports) > 1 else ports[0]}" for i, h in enumerate(hosts))
+    info.pop("dbname", None)
+    secret = f":{quote(password, safe='')}" if password else ""
+    query = f"?{urlencode(info)}" if info else ""
+    return f"postgresql://{user}{secret}@{netloc}/{quote(dbname, safe='')}{query}"
 
 
 def create_db_engine(
