@@ -40,15 +40,15 @@ class Servers:
 
 
 @contextmanager
-def servers(fast: bool = False, sized: bool = True) -> Iterator[Servers]:
-    """Embedded servers unless DATABASE_URL/REDIS_URL are set (durable settings by default;
+def servers(sized: bool = True) -> Iterator[Servers]:
+    """Embedded servers unless DATABASE_URL/REDIS_URL are set (durable commits;
     `sized` gives PostgreSQL SERVER_CONF, else its small defaults, for smoke runs)."""
     pg = rd = None
     admin = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
     try:
         if not admin:
-            pg = EmbeddedPostgres(scratch_dir("backfill-bench-") / "pg", fast=fast,
+            pg = EmbeddedPostgres(scratch_dir("backfill-bench-") / "pg", fast=False,
                                   extra_conf=SERVER_CONF if sized else {})
             pg.start()
             admin = pg.url()
@@ -111,14 +111,6 @@ def checkpoint(url: str) -> None:
         conn.execute("ANALYZE")
 
 
-def timed_sql(url: str, sql: str) -> float:
-    """Seconds one statement takes, in its own transaction."""
-    with psycopg.connect(url, autocommit=True, options="-c app.is_system_admin=true") as conn:
-        started = time.perf_counter()
-        conn.execute(sql)
-        return time.perf_counter() - started
-
-
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100): the smallest value with at least q% of the
     values at or below it (p99 of 100 batches is the second slowest, not the slowest)."""
@@ -158,10 +150,19 @@ def _peak_rss_mb(pgid: int) -> float:
     return peak / 1024
 
 
+@dataclass(frozen=True)
+class WorkerProcess:
+    """A running `backfill worker`: its process group, and the environment the CLI needs
+    to talk to it."""
+
+    pgid: int
+    env: dict[str, str]
+
+
 @contextmanager
-def worker_process(settings: Settings, concurrency: int = 1) -> Iterator[dict[str, str]]:
-    """A real `backfill worker` process, started and warmed up; yields the environment
-    the CLI needs to talk to it. Stopped (its whole process group) on exit."""
+def worker_process(settings: Settings, concurrency: int = 1) -> Iterator[WorkerProcess]:
+    """A real `backfill worker` process, started and warmed up. Stopped (its whole
+    process group) on exit."""
     env = {**os.environ, "DATABASE_URL": settings.require_database(), "REDIS_URL": settings.require_redis(),
            "BACKFILL_NAMESPACE": settings.namespace, "BACKFILL_QUEUE": settings.queue}
     log = open(REPO / "bench" / "results" / "worker.log.tmp", "w")  # noqa: SIM115 (closed in finally)
@@ -170,7 +171,7 @@ def worker_process(settings: Settings, concurrency: int = 1) -> Iterator[dict[st
                               start_new_session=True)
     try:
         time.sleep(4)  # worker start-up is not part of any measurement
-        yield {**env, "WORKER_PGID": str(worker.pid)}
+        yield WorkerProcess(worker.pid, env)
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(60)
@@ -186,20 +187,20 @@ def enqueue(env: dict[str, str], backfill: str, options: list[str]) -> str:
 
 def run_worker(settings: Settings, backfill: str, options: list[str], concurrency: int = 1) -> WorkerRunResult:
     """Enqueue on a real worker, wait for the run to end, and measure it."""
-    with worker_process(settings, concurrency) as env:
+    with worker_process(settings, concurrency) as worker:
         started = time.perf_counter()
-        run_id = enqueue(env, backfill, options)
-        subprocess.run([sys.executable, "-m", "worker.cli", "wait", run_id], env=env, capture_output=True,
+        run_id = enqueue(worker.env, backfill, options)
+        subprocess.run([sys.executable, "-m", "worker.cli", "wait", run_id], env=worker.env, capture_output=True,
                        text=True)
         wall = time.perf_counter() - started
-        peak = _peak_rss_mb(int(env["WORKER_PGID"]))
+        peak = _peak_rss_mb(worker.pgid)
     return _measured_run(settings, run_id, wall, peak)
 
 
 def load_during_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T]) -> T:
     """Run `load` while a real worker runs the backfill; the worker is stopped when the load ends."""
-    with worker_process(settings) as env:
-        enqueue(env, backfill, options)
+    with worker_process(settings) as worker:
+        enqueue(worker.env, backfill, options)
         return load()
 
 

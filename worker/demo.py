@@ -128,7 +128,7 @@ class Demo:
         from worker.databases import scratch_database
         return stack.enter_context(scratch_database(server_url, "backfill_demo"))
 
-    def _start(self, stack: ExitStack, settings: Settings, name: str, args: list[str]) -> int:
+    def _start(self, stack: ExitStack, settings: Settings, name: str, args: list[str]) -> None:
         """A `backfill` subprocess in its own process group, logging to the workdir;
         stopped (SIGTERM, then SIGKILL) when the demo ends."""
         log_path = self.options.workdir.resolve() / f"{name}.log"
@@ -153,7 +153,6 @@ class Demo:
 
         stack.callback(stop)
         self.say(f"  {name} pid {proc.pid}, log in {log_path}")
-        return proc.pid
 
     def _keep_running(self, metrics_url: str) -> None:
         """--keep: leave everything up for Prometheus and Grafana until Ctrl-C."""
