@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import report, targets
-from bench.__main__ import bare_loop_sizes, repetitions
+from bench.__main__ import bare_loop_sizes, repetitions, runbook_due
 from bench.harness import percentile
 from bench.methods import Measurement
 
@@ -136,3 +136,11 @@ def test_wal_is_reported_per_row_with_the_checkpoints_taken() -> None:
     assert summary["wal_bytes_per_row_median"] == 500
     assert summary["checkpoints_max"] == 2
     assert "wal_bytes_per_row_median" not in report.summarize([_m("plain_update", 20.0)])
+
+
+def test_the_runbook_loop_repeats_while_it_finishes() -> None:
+    assert runbook_due(0, 1, [])
+    assert runbook_due(1, 1, ["ok"]) and runbook_due(2, 1, ["ok", "ok"])
+    assert not runbook_due(1, 1, ["stopped: numeric field overflow"])
+    assert not runbook_due(2, 1, ["ok", "did not finish within 78s"])
+    assert runbook_due(1, 2, ["did not finish within 78s"])  # asked for: it runs anyway
