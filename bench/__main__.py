@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import foreground, harness, methods, report, targets
@@ -46,7 +46,8 @@ def settings_for(srv: harness.Servers, db: str) -> Settings:
 
 def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], object]) -> object:
     """Run `measure(url, dbname)` on a fresh copy of `template`, then drop the copy. A
-    Measurement gets the WAL written and the checkpoints taken while it ran."""
+    Measurement gets the WAL written, the checkpoints taken and the autovacuum runs on the
+    copy while it ran."""
     db = harness.clone(srv.admin_url, template)
     url = with_database(srv.admin_url, db)
     harness.checkpoint(url)
@@ -54,8 +55,12 @@ def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], o
         before = harness.wal_counters(srv.admin_url)
         result = measure(url, db)
         after = harness.wal_counters(srv.admin_url)
-        if isinstance(result, Measurement) and before and after:
-            result.add_wal(after.since(before))
+        if isinstance(result, Measurement):
+            result.autovacuums = harness.autovacuums(url)
+            if before and after:
+                result.add_wal(after.since(before))
+        elif isinstance(result, foreground.Latency):
+            result = replace(result, autovacuums=harness.autovacuums(url))
         return result
     finally:
         drop_database(srv.admin_url, db)

@@ -28,6 +28,7 @@ class Latency:
     transactions: int
     p50_ms: float
     p99_ms: float
+    autovacuums: int | None = None  # autovacuum runs on the copy while the load ran
 
 
 def prepare_keys(url: str) -> int:

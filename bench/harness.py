@@ -104,6 +104,16 @@ def wal_counters(admin_url: str) -> WalCounters | None:
     return WalCounters(int(wal[0]), int(wal[1]), int(checkpoints[0]))  # type: ignore[index]
 
 
+def autovacuums(url: str) -> int:
+    """Autovacuum runs on the database's tables so far, one still in progress included. A
+    fresh copy starts at 0: its statistics are its own."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        done = conn.execute("SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_user_tables").fetchone()
+        running = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                               " AND datname = current_database()").fetchone()
+    return int(done[0]) + int(running[0])  # type: ignore[index]
+
+
 def checkpoint(url: str) -> None:
     """CHECKPOINT + ANALYZE so each measured step starts from the same state."""
     with psycopg.connect(url, autocommit=True) as conn:

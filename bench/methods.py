@@ -77,6 +77,7 @@ class Measurement:
     wal_bytes: int | None = None  # WAL written during the measurement
     full_page_images: int | None = None
     checkpoints: int | None = None
+    autovacuums: int | None = None  # autovacuum runs on the copy while this was measured
 
     def add_wal(self, wal: harness.WalCounters | None) -> None:
         """Attach the WAL written and the checkpoints taken while this was measured."""

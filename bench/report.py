@@ -47,6 +47,9 @@ def summarize(runs: Sequence[Measurement]) -> dict[str, object]:
     if wal:
         summary["wal_bytes_per_row_median"] = round(statistics.median(wal))
         summary["checkpoints_max"] = max(m.checkpoints or 0 for m in runs)
+    vacuums = [m.autovacuums for m in runs if m.autovacuums is not None]
+    if vacuums:
+        summary["autovacuums_max"] = max(vacuums)
     outside = [m.outside_batch_ms for m in runs if m.outside_batch_ms is not None]
     if outside:
         summary["outside_batch_ms_median"] = round(statistics.median(outside), 2)

@@ -25,7 +25,10 @@ def test_a_quick_bench_measures_every_method_and_writes_its_results(tmp_path: Pa
         assert methods[name]["rows"] == 20_000, name
         assert methods[name]["wal_bytes_per_row_median"] > 0, name
     assert methods["worker_sleep0"]["batches_median"] == 2
+    assert all(isinstance(m["autovacuums"], int) and m["autovacuums"] >= 0
+               for runs in scenario["raw"].values() for m in runs)
     assert methods["worker_sleep0"]["outside_batch_ms_median"] is not None
     assert scenario["foreground_ms"]["alone"]["transactions"] > 0
+    assert isinstance(scenario["foreground_ms"]["alone"]["autovacuums"], int)
     assert (tmp_path / "throughput.png").stat().st_size > 10_000
     assert (REPO / "README.md").read_text() == readme

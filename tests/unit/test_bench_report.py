@@ -144,3 +144,9 @@ def test_the_runbook_loop_repeats_while_it_finishes() -> None:
     assert not runbook_due(1, 1, ["stopped: numeric field overflow"])
     assert not runbook_due(2, 1, ["ok", "did not finish within 78s"])
     assert runbook_due(1, 2, ["did not finish within 78s"])  # asked for: it runs anyway
+
+
+def test_autovacuum_runs_are_reported_as_the_most_any_repetition_saw() -> None:
+    runs = [_m("worker_sleep0", 100, autovacuums=0), _m("worker_sleep0", 100, autovacuums=2), _m("worker_sleep0", 100)]
+    assert report.summarize(runs)["autovacuums_max"] == 2
+    assert "autovacuums_max" not in report.summarize([_m("plain_update", 10)])
