@@ -45,12 +45,20 @@ def with_database(url: str, dbname: str) -> str:
         return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
     info = psycopg.conninfo.conninfo_to_dict(conninfo)
     user, password = quote(info.pop("user", "postgres"), safe=""), info.pop("password", None)
-    hosts, ports = info.pop("host", "127.0.0.1").split(","), info.pop("port", "5432").split(",")
-    netloc = ",".join(f"{h}:{ports[i] if len(ports) > 1 else ports[0]}" for i, h in enumerate(hosts))
     info.pop("dbname", None)
+    netloc = _host_ports(info)
     secret = f":{quote(password, safe='')}" if password else ""
     query = f"?{urlencode(info)}" if info else ""
     return f"postgresql://{user}{secret}@{netloc}/{quote(dbname, safe='')}{query}"
+
+
+def _host_ports(info: dict[str, str]) -> str:
+    """The URL's `host:port,...` part, taken out of `info`; empty when a host is a socket
+    directory, which a URL can only carry as a parameter (left in `info`)."""
+    if any(h.startswith("/") for h in info.get("host", "").split(",")):
+        return ""
+    hosts, ports = info.pop("host", "127.0.0.1").split(","), info.pop("port", "5432").split(",")
+    return ",".join(f"{h}:{ports[i] if len(ports) > 1 else ports[0]}" for i, h in enumerate(hosts))
 
 
 def create_db_engine(
