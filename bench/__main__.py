@@ -55,12 +55,13 @@ def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], o
         before = harness.wal_counters(srv.admin_url)
         result = measure(url, db)
         after = harness.wal_counters(srv.admin_url)
+        vacuums = harness.autovacuums(url)
         if isinstance(result, Measurement):
-            result.autovacuums = harness.autovacuums(url)
+            result.autovacuums = vacuums
             if before and after:
                 result.add_wal(after.since(before))
         elif isinstance(result, foreground.Latency):
-            result = replace(result, autovacuums=harness.autovacuums(url))
+            result = replace(result, autovacuums=vacuums)
         return result
     finally:
         drop_database(srv.admin_url, db)
