@@ -19,7 +19,7 @@ from backfills.bisect import isolate_failures
 from backfills.definition import Backfill
 from backfills.keyset import BatchSql, KeyColumn, Scope, build, key_params
 
-__all__ = ["BatchExecutor", "BatchResult", "LostRace", "is_data_error", "read_key_columns"]
+__all__ = ["BatchExecutor", "BatchResult", "RevisitResult", "LostRace", "is_data_error", "read_key_columns"]
 
 _DATA_ERROR_CLASSES = ("22", "23")
 _DATA_ERROR_STATES = {"P0001"}
@@ -39,6 +39,7 @@ class BatchResult:
     rejected: int
     seconds: float
     split: bool = False
+    skipped: int = 0
 
     @property
     def outcome(self) -> str:
@@ -98,6 +99,20 @@ class Timeouts:
     statement: float
 
 
+@dataclass(frozen=True)
+class RevisitResult:
+    """One chunk of skipped rows looked up again. `last_key` None: no chunk was left."""
+
+    last_key: list[str] | None
+    looked_up: int
+    changed: int
+    rejected: int
+    resolved: int
+    waiting: int
+    waited_seconds: float
+    seconds: float
+
+
 class BatchExecutor:
     """Runs batches of one part of one run."""
 
@@ -143,7 +158,23 @@ class BatchExecutor:
             if not is_data_error(exc):
                 raise
             return self._bisect(cursor, limit, timeouts, exc, started)
-        return BatchResult(list(row.last_key), row.scanned, row.changed, row.rejected, time.monotonic() - started)
+        return BatchResult(list(row.last_key), row.scanned, row.changed, row.rejected, time.monotonic() - started,
+                           skipped=row.skipped)
+
+    def revisit(self, cursor: list[str] | None, after: list[str] | None, limit: int,
+                timeouts: Timeouts) -> RevisitResult:
+        """Look up the next `limit` skipped rows after `after` by key and do the ones that
+        can be locked now (the part's cursor, `cursor`, fences the transaction)."""
+        started = time.monotonic()
+        with self.engine.begin() as conn:
+            self.begin_batch(conn, timeouts)
+            row = conn.execute(sa.text(self.sql.revisit()), {
+                **self.params(cursor), "after": json.dumps(after) if after else None, "limit": limit}).one()
+            if row.fenced == 0:
+                raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
+        return RevisitResult(list(row.last_key) if row.last_key is not None else None, row.looked_up,
+                             row.changed, row.rejected, row.resolved, row.waiting,
+                             float(row.waited_seconds or 0.0), time.monotonic() - started)
 
     def next_statement(self, conn: sa.Connection, cursor: list[str] | None,
                        limit: int) -> tuple[sa.TextClause, dict[str, object]] | None:
@@ -167,7 +198,7 @@ class BatchExecutor:
     def _bisect(self, cursor: list[str] | None, limit: int, timeouts: Timeouts,
                 error: BaseException, started: float) -> BatchResult:
         keys = self._keys_after(cursor, limit, timeouts)
-        totals = {"changed": 0, "rejected": 0, "scanned": 0}
+        totals = {"changed": 0, "rejected": 0, "scanned": 0, "skipped": 0}
         position = {"cursor": cursor}
 
         def attempt(chunk: Sequence[list[str]]) -> BaseException | None:
@@ -185,6 +216,7 @@ class BatchExecutor:
                 raise
             totals["changed"] += row.changed
             totals["rejected"] += row.rejected
+            totals["skipped"] += row.skipped
             totals["scanned"] += len(chunk)
             position["cursor"] = chunk[-1]
             return None
@@ -204,4 +236,4 @@ class BatchExecutor:
 
         isolate_failures(keys, attempt, record, first_error=error)
         return BatchResult(position["cursor"] if keys else None, totals["scanned"], totals["changed"],
-                           totals["rejected"], time.monotonic() - started, split=True)
+                           totals["rejected"], time.monotonic() - started, split=True, skipped=totals["skipped"])

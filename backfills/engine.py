@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 import sqlalchemy as sa
 
-from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, error_text, read_key_columns, sqlstate
+from backfills.batch import BatchExecutor, LostRace, Timeouts, error_text, read_key_columns, sqlstate
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
                              ShutdownHook, SleepHook, SliceContext, Stop, write_checkpoint)
@@ -24,11 +25,15 @@ from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.retry import Failure, RetryPolicy, classify
 from backfills.throttle import AdaptiveBatchHook, HealthMonitor, ThrottleHook
+from backfills.revisit import CHUNK as REVISIT_CHUNK
+from backfills.revisit import PAUSE_SECONDS as REVISIT_PAUSE
+from backfills.revisit import Step, next_step, revisit_pass
 from backfills.runs import Run, RunStore
 
 __all__ = ["SliceOutcome", "SliceRunner", "BatchFailed"]
 
 
+_T = TypeVar("_T")
 _RETRY_REASONS = {"lock_timeout", "statement_timeout", "database_unavailable"}
 
 
@@ -174,12 +179,12 @@ class SliceRunner:
             reason = ctx.interrupted()  # hooks may have waited: look again right before the batch
             if reason is not None:
                 return Stop(reason)
-            result = self._batch_with_retries(ctx, executor, hooks, lease, control)
+            result = self._with_retries(
+                ctx, lambda t: executor.run(ctx.cursor, ctx.effective_batch_size, t), hooks, lease, control)
             if result is None:
                 return Stop("lost_lease", "another worker moved this part's cursor")
             if result.last_key is None:
-                self.store.mark_part_done(ctx.run.id, ctx.part)
-                return _Finished()
+                return self._close_part(ctx, executor, hooks, lease, control, deadline)
             ctx.record(result)
             for hook in hooks:
                 stop = hook.after_batch(ctx, result)
@@ -187,15 +192,44 @@ class SliceRunner:
                     return stop
         return None
 
-    def _batch_with_retries(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook],
-                            lease: Lease, control: RunControl) -> BatchResult | None:
+    def _close_part(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
+                    control: RunControl, deadline: float) -> Stop | _Finished | None:
+        """The rows skipped while locked, looked up again until none is left (or the run's
+        patience runs out); then the part is done."""
+        while True:
+            totals = revisit_pass(lambda after: self._with_retries(
+                ctx, lambda t: executor.revisit(ctx.cursor, after, REVISIT_CHUNK, t), hooks, lease, control))
+            if totals is None:
+                return Stop("lost_lease", "another worker moved this part's cursor")
+            ctx.rows_processed += totals.changed
+            ctx.row_errors += totals.rejected
+            write_checkpoint(control, ctx)
+            step = next_step(totals, self.retry.window_seconds)
+            if step is Step.GIVE_UP:
+                control.add_event(f"{totals.waiting} skipped row(s) stayed locked for more than "
+                                  f"{self.retry.window_seconds:.0f}s; left as they are for `backfill verify`")
+            if step is not Step.WAIT:
+                self.store.mark_part_done(ctx.run.id, ctx.part)
+                return _Finished()
+            if not lease.renew():
+                return Stop("lost_lease", "the lease expired while waiting for locked rows")
+            if time.monotonic() + REVISIT_PAUSE >= deadline:
+                return None
+            reason = ctx.nap(REVISIT_PAUSE)
+            if reason is not None:
+                return Stop(reason)
+
+    def _with_retries(self, ctx: SliceContext, work: Callable[[Timeouts], _T], hooks: list[Hook],
+                      lease: Lease, control: RunControl) -> _T | None:
+        """`work` with the run's timeouts, retried with back-off on transient failures;
+        None when the lease was lost."""
         failing_since: float | None = None
         attempt = 0
         lock_timeouts = 0
         while True:
             timeouts = Timeouts(lock=ctx.options.lock_timeout, statement=ctx.options.statement_timeout)
             try:
-                result = executor.run(ctx.cursor, ctx.effective_batch_size, timeouts)
+                result = work(timeouts)
                 if ctx.throttled in _RETRY_REASONS:
                     ctx.throttled = None
                 if failing_since is not None and attempt:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backfills.definition import Backfill
+from backfills.locking import RowLocking
 
 __all__ = ["KeyColumn", "Scope", "BatchSql", "build", "key_params"]
 
@@ -135,34 +136,39 @@ class BatchSql:
         return (f"WITH probe AS ({self._probe(with_cursor)}) "
                 f"SELECT {cols}, b.scanned FROM ({self._bounds(with_cursor)}) b")
 
+    @property
+    def locking(self) -> RowLocking:
+        """The row-locking pieces of this table's batch statements."""
+        d = self.definition
+        return RowLocking(d.qualified_table, tuple(_q(k.name) for k in self.key),
+                          tuple(k.type for k in self.key), d.invalid_reason)
+
     def batch(self, with_cursor: bool) -> str:
         """The batch statement over the keys after the cursor up to `:h0..` (the upper key
-        `bounds()` found, or a bisection chunk's last key); `:scanned` keys in all."""
+        `bounds()` found, or a bisection chunk's last key); `:scanned` keys in all. Only the
+        rows it can lock at once are changed; the others are recorded as skipped."""
         d = self.definition
         cols = [_q(k.name) for k in self.key]
         bounds = (f"SELECT {', '.join(f'{p} AS {c}' for p, c in zip(self._params('h'), cols))}, "
                   f"CAST(:scanned AS bigint) AS scanned")
         valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
         sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
-        rejected = (
-            f"INSERT INTO backfill.row_errors (run_id, key, error) "
-            f"SELECT CAST(:run_id AS uuid), {self._key_json('t')}, ({d.invalid_reason}) "
-            f"FROM {d.qualified_table} t, bounds b WHERE {self._range(with_cursor)} "
-            f"AND ({d.invalid_reason}) IS NOT NULL ON CONFLICT (run_id, key) DO NOTHING RETURNING 1"
-            if d.invalid_reason else "SELECT 1 WHERE false"
-        )
+        locking, in_range = self.locking, self._range(with_cursor)
         return f"""WITH bounds AS ({bounds}),
+{locking.locked(", bounds b", in_range)},
 changed AS (
-    UPDATE {d.qualified_table} t SET {sets} FROM bounds b
-    WHERE {self._range(with_cursor)}{valid}
+    UPDATE {d.qualified_table} t SET {sets} FROM locked l, bounds b
+    WHERE {locking.same_row()} AND {in_range}{valid}
     RETURNING 1
 ),
-rejected AS ({rejected}),
+{locking.rejected()},
+{locking.skipped(", bounds b", in_range)},
 progress AS (
     UPDATE backfill.progress p SET cursor = {self._key_json('b')},
         rows_processed = p.rows_processed + (SELECT count(*) FROM changed),
         rows_scanned = p.rows_scanned + b.scanned,
         row_errors = p.row_errors + (SELECT count(*) FROM rejected),
+        rows_skipped = p.rows_skipped + (SELECT count(*) FROM skipped),
         batches = p.batches + 1, updated_at = now()
     FROM bounds b WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
         AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
@@ -170,7 +176,7 @@ progress AS (
 )
 SELECT {self._key_json('b')} AS last_key, b.scanned,
        (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM rejected) AS rejected,
-       (SELECT count(*) FROM progress) AS fenced
+       (SELECT count(*) FROM skipped) AS skipped, (SELECT count(*) FROM progress) AS fenced
 FROM bounds b"""
 
     def record_row_error(self) -> str:
@@ -186,6 +192,12 @@ UPDATE backfill.progress p SET cursor = CAST(:key AS jsonb),
 WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
     AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
 RETURNING 1"""
+
+    def revisit(self) -> str:
+        """One chunk of the part's skipped rows, looked up by key (see `RowLocking.revisit`)."""
+        d = self.definition
+        sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
+        return self.locking.revisit(d.needs, self._scope_filter("t"), sets)
 
     def remaining(self) -> str:
         """Rows in scope that still need the backfill."""

@@ -51,6 +51,8 @@ class Progress:
     batches: int
     row_errors: int
     updated_at: datetime
+    rows_skipped: int = 0
+    rows_still_locked: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Progress:
@@ -123,6 +125,16 @@ class Run:
         return sum(p.row_errors for p in self.parts)
 
     @property
+    def rows_skipped(self) -> int:
+        """Rows a batch skipped because another session held their lock (revisited later)."""
+        return sum(p.rows_skipped for p in self.parts)
+
+    @property
+    def rows_still_locked(self) -> int:
+        """Skipped rows not done yet (still waiting, or left after the run's patience)."""
+        return sum(p.rows_still_locked for p in self.parts)
+
+    @property
     def done(self) -> bool:
         """Whether every part has reached its end."""
         return all(p.done for p in self.parts)
@@ -146,6 +158,7 @@ class Run:
             "run_id": self.id, "backfill": self.backfill, "state": self.state,
             "rows_processed": self.rows_processed, "rows_remaining_estimate": self.rows_remaining_estimate,
             "batches": self.batches, "row_errors": self.row_errors,
+            "rows_skipped_while_locked": self.rows_skipped, "rows_still_locked": self.rows_still_locked,
             "batch_size": self.options.batch_size, "throttled": None,
             "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at), "eta_seconds": None, "tenant": self.tenant,

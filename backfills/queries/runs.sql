@@ -46,8 +46,10 @@ ORDER BY created_at, id;
 
 -- name: get_parts
 SELECT run_id::text AS run_id, part, lower_key, upper_key, cursor, done,
-       rows_processed, rows_scanned, batches, row_errors, updated_at
-FROM backfill.progress
+       rows_processed, rows_scanned, batches, row_errors, updated_at, rows_skipped,
+       (SELECT count(*) FROM backfill.skipped_rows s
+        WHERE s.run_id = p.run_id AND s.part = p.part AND s.resolved_at IS NULL) AS rows_still_locked
+FROM backfill.progress p
 WHERE run_id = ANY (CAST(:ids AS uuid[]))
 ORDER BY run_id, part;
 

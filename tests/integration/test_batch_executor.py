@@ -3,6 +3,8 @@ fencing of a stale cursor, the batch's SET LOCAL settings, and tenant scoping.""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -198,20 +200,61 @@ def test_batch_settings_are_set_local(engine: sa.Engine, tenant: str | None) -> 
 
 
 def test_lock_timeout_applies_to_the_batch(engine: sa.Engine) -> None:
-    """A row locked by the application makes the batch fail fast with 55P03, changing nothing."""
+    """A table lock held by another session makes the batch fail fast with 55P03, changing nothing."""
     _tenants(engine)
     _aois(engine, T1, 20)
     run = new_run(engine, NO_CHECK.name)
     executor = executor_for(engine, NO_CHECK, run.id)
     with engine.connect() as blocker:
         blocker.begin()
-        blocker.execute(sa.text("SELECT 1 FROM aois WHERE name = 'a-7' FOR UPDATE"))
+        blocker.execute(sa.text("LOCK TABLE aois IN SHARE MODE"))
         with pytest.raises(sa.exc.OperationalError) as info:
             executor.run(None, 100, Timeouts(lock=0.2, statement=30))
         blocker.rollback()
     assert getattr(info.value.orig, "sqlstate", None) == "55P03"
     assert scalar(engine, "SELECT count(*) FROM aois WHERE area_ha_new IS NOT NULL") == 0
     assert _progress(engine, run.id).batches == 0
+
+
+def _skipped(engine: sa.Engine, run_id: str) -> dict[str, bool]:
+    """Skipped keys of the run -> whether they were resolved."""
+    return {r.key[0]: r.resolved for r in rows(
+        engine, "SELECT key, resolved_at IS NOT NULL AS resolved FROM backfill.skipped_rows "
+                "WHERE run_id = CAST(:r AS uuid)", r=run_id)}
+
+
+def test_rows_locked_by_another_session_are_skipped_then_revisited(engine: sa.Engine) -> None:
+    """The batch never waits on a row lock: it changes the rows it can lock, records the
+    others by key and counts them; a revisit does them once they are free."""
+    _tenants(engine)
+    _aois(engine, T1, 40, bad_every=13)
+    definition = Registry.discover().get("aois_area_ha_numeric")
+    run = new_run(engine, definition.name)
+    executor = executor_for(engine, definition, run.id)
+    locked_names = ("a-7", "a-13", "a-30")  # a-13 is a row that cannot be done
+    with engine.connect() as blocker:
+        blocker.begin()
+        held = [str(r.id) for r in blocker.execute(sa.text(
+            "SELECT id FROM aois WHERE name = ANY (:n) FOR UPDATE"), {"n": list(locked_names)})]
+        started = time.monotonic()
+        result = executor.run(None, 100, Timeouts(lock=30, statement=30))
+        assert time.monotonic() - started < 5, "the batch waited on a row lock"
+        assert (result.changed, result.skipped) == (40 - 3 - 3 + 1, 3)  # 3 bad rows, one of them locked
+        first = executor.revisit(result.last_key, None, 100, Timeouts(lock=30, statement=30))
+        assert (first.looked_up, first.changed, first.waiting) == (3, 0, 3)
+        blocker.rollback()
+    assert _skipped(engine, run.id) == {k: False for k in held}
+    after = executor.revisit(result.last_key, None, 2, Timeouts(lock=30, statement=30))
+    rest = executor.revisit(result.last_key, after.last_key, 2, Timeouts(lock=30, statement=30))
+    done = executor.revisit(result.last_key, rest.last_key, 2, Timeouts(lock=30, statement=30))
+    assert (after.looked_up + rest.looked_up, done.last_key) == (3, None)
+    assert after.changed + rest.changed == 2 and after.rejected + rest.rejected == 1
+    assert _skipped(engine, run.id) == {k: True for k in held}
+    progress = rows(engine, "SELECT rows_processed, row_errors, rows_skipped FROM backfill.progress "
+                            "WHERE run_id = CAST(:r AS uuid)", r=run.id)[0]
+    assert tuple(progress) == (37, 3, 3)
+    assert scalar(engine, "SELECT count(*) FROM aois WHERE area_ha_new IS NULL") == 3
+    assert set(_row_errors(engine, run.id)) == _overflowing(engine)
 
 
 # -- tenant scope ---------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from worker.db import create_db_engine, libpq_url
 from worker.settings import Settings
 
 APP = [f"{n:03d}" for n in range(1, 20)]
-EXPANDED = sorted(["101", *APP[:16]])  # what db_url / the expanded template has applied
+TOOL = ["101", "103"]
+EXPANDED = sorted([*TOOL, *APP[:16]])  # what db_url / the expanded template has applied
 UNREACHABLE = "postgresql://u:s3cret@127.0.0.1:1/x"
 
 BAD_SQL = """-- a migration with an unsafe statement on line 4
@@ -106,7 +107,7 @@ def test_up_applies_pending_then_second_up_applies_nothing(settings: Settings) -
 
     engine = create_db_engine(settings.require_database(), pooled=False)
     try:
-        assert applied_versions(engine) == sorted(["101", *APP])
+        assert applied_versions(engine) == sorted([*TOOL, *APP])
     finally:
         engine.dispose()
 
@@ -126,7 +127,7 @@ def test_down_016_reverts_016_to_019(settings: Settings) -> None:
         assert [v for v, r in rows.items() if not r["applied"]] == ["016", "017", "018", "019"]
         assert all(rows[v]["applied_at"] is None for v in ("016", "017", "018", "019"))
         assert rows["015"]["applied"] is True and rows["101"]["applied"] is True
-        assert applied_versions(engine) == sorted(["101", *APP[:15]])
+        assert applied_versions(engine) == sorted([*TOOL, *APP[:15]])
         with engine.connect() as conn:
             assert conn.execute(sa.text(
                 "SELECT count(*) FROM information_schema.columns WHERE table_name = 'jobs' "
@@ -168,7 +169,7 @@ def test_refused_commands_changed_nothing(readonly: dict[str, subprocess.Complet
 def test_status_json_shape(readonly: dict[str, subprocess.CompletedProcess[str]]) -> None:
     rows = json.loads(ok(readonly["status_json"]))
     assert isinstance(rows, list)
-    assert [r["version"] for r in rows] == [*APP, "101"]
+    assert [r["version"] for r in rows] == [*APP, *TOOL]
     for row in rows:
         assert set(row) == {"version", "name", "applied", "applied_at", "requires_backfill"}
         assert isinstance(row["applied"], bool)

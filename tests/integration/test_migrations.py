@@ -29,7 +29,8 @@ from tests.support.migrations_support import (
 from worker.db import create_db_engine, libpq_url
 
 ALL_APP = [f"{n:03d}" for n in range(1, 20)]
-ALL_VERSIONS = ["101", *ALL_APP]  # the order `up` applies them in on an empty database
+TOOL = ["101", "103"]
+ALL_VERSIONS = [*TOOL, *ALL_APP]  # the order `up` applies them in on an empty database
 
 
 class Log:
@@ -93,14 +94,15 @@ def test_up_down_up_gives_an_identical_schema(empty_engine: sa.Engine) -> None:
     assert any(r[1] == "progress" and "fillfactor=50" in r[3] for r in first["relations"])
 
     tool_schema = catalog_dump(empty_engine, ("backfill",))
-    assert [r[1] for r in tool_schema["relations"] if r[2] == "r"] == ["progress", "row_errors", "runs"]
+    assert [r[1] for r in tool_schema["relations"] if r[2] == "r"] == ["probe", "progress", "row_errors", "runs", "skipped_rows",
+                                                                     "throttle_time"]
     rows_before = migration_rows(empty_engine)
     assert run.up() == []
     assert migration_rows(empty_engine) == rows_before, "a second up changes nothing"
     assert catalog_dump(empty_engine) == first
 
     assert run.down("001") == list(reversed(ALL_APP))
-    assert applied_versions(empty_engine) == ["101"], "down 001 leaves the tool track alone"
+    assert applied_versions(empty_engine) == TOOL, "down 001 leaves the tool track alone"
     emptied = catalog_dump(empty_engine, ("public",))
     assert [r[1] for r in emptied["relations"]] == ["schema_migrations"]
     assert emptied["functions"] == [] and emptied["policies"] == [] and emptied["triggers"] == []
@@ -130,7 +132,7 @@ def test_down_to_016_and_up_again_gives_an_identical_schema(empty_engine: sa.Eng
 def test_down_of_the_tool_track_leaves_the_app_track(empty_engine: sa.Engine) -> None:
     run = runner(empty_engine)
     run.up("003")
-    assert run.down("101") == ["101"]
+    assert run.down("101") == list(reversed(TOOL))
     assert applied_versions(empty_engine) == ["001", "002", "003"]
     assert scalar(empty_engine, "SELECT to_regnamespace('backfill')") is None
     assert scalar(empty_engine, "SELECT to_regclass('public.ai_assistant_threads')") == "ai_assistant_threads"
@@ -138,12 +140,12 @@ def test_down_of_the_tool_track_leaves_the_app_track(empty_engine: sa.Engine) ->
 
 def test_up_to_target_stops_there(empty_engine: sa.Engine) -> None:
     run = runner(empty_engine)
-    assert run.up("005") == ["101", "001", "002", "003", "004", "005"]
+    assert run.up("005") == [*TOOL, "001", "002", "003", "004", "005"]
     assert run.up("5") == []
     assert [v.version for v in run.plan()] == [f"{n:03d}" for n in range(6, 20)]
     with pytest.raises(MigrationError, match="unknown migration version '999'"):
         run.up("999")
-    assert applied_versions(empty_engine) == ["001", "002", "003", "004", "005", "101"]
+    assert applied_versions(empty_engine) == ["001", "002", "003", "004", "005", *TOOL]
 
 
 # -- drift --------------------------------------------------------------------------------
@@ -374,7 +376,7 @@ def test_backfill_gate_stops_before_contract_migrations(engine: sa.Engine) -> No
             "INSERT INTO aois (tenant_id, name, status, area_ha) VALUES (:t, 'old', NULL, 1.5) RETURNING id"),
             {"t": tenant}).scalar()
     before = applied_versions(engine)
-    assert before == sorted(["101", *ALL_APP[:16]])
+    assert before == sorted([*TOOL, *ALL_APP[:16]])
 
     with pytest.raises(BackfillRequired) as err:
         runner(engine).up()
@@ -416,7 +418,7 @@ def test_backfill_gate_on_jobs_tenant_id(engine: sa.Engine) -> None:
     with pytest.raises(BackfillRequired, match="018_jobs_tenant_id_not_null_fk.sql requires backfill "
                                                "jobs_tenant_id: 2 rows"):
         runner(engine).up()
-    assert applied_versions(engine)[-3:] == ["016", "017", "101"]
+    assert applied_versions(engine)[-4:] == ["016", "017", *TOOL]
 
 
 def test_gate_without_a_gate_object_refuses(engine: sa.Engine) -> None:
@@ -462,5 +464,5 @@ def test_plan_and_applied_on_an_empty_database_write_nothing(empty_engine: sa.En
     run = runner(empty_engine)
     assert run.applied() == []
     assert [m.version for m in run.plan()] == ALL_VERSIONS
-    assert [m.version for m in run.plan("003")] == ["101", "001", "002", "003"]
+    assert [m.version for m in run.plan("003")] == [*TOOL, "001", "002", "003"]
     assert scalar(empty_engine, "SELECT to_regclass('public.schema_migrations')") is None

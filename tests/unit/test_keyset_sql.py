@@ -107,11 +107,44 @@ def test_needs_and_sets_are_in_the_update() -> None:
 def test_invalid_reason_excludes_rows_from_the_update_and_records_them() -> None:
     sql = norm(build(WITH_REASON, UUID_KEY).batch(with_cursor=True))
     changed = sql.split("changed AS")[1].split("rejected AS")[0]
-    rejected = sql.split("rejected AS")[1].split("progress AS")[0]
+    rejected = sql.split("rejected AS")[1].split("skipped AS")[0]
+    locked = sql.split("locked AS")[1].split("changed AS")[0]
     assert "(CASE WHEN t.y < 0 THEN 'negative' END) IS NULL" in changed
+    # the reason is judged on the row as locked, and only locked rows are judged
+    assert "(CASE WHEN t.y < 0 THEN 'negative' END) AS invalid" in locked
     assert "INSERT INTO backfill.row_errors" in rejected
-    assert "(CASE WHEN t.y < 0 THEN 'negative' END) IS NOT NULL" in rejected
+    assert "FROM locked l WHERE l.invalid IS NOT NULL" in rejected
     assert "ON CONFLICT (run_id, key) DO NOTHING" in rejected
+
+
+def test_a_batch_changes_only_rows_it_could_lock_at_once_and_records_the_others() -> None:
+    sql = norm(build(UNSCOPED, COMPOSITE).batch(with_cursor=True))
+    locked = sql.split("locked AS")[1].split("changed AS")[0]
+    changed = sql.split("changed AS")[1].split("rejected AS")[0]
+    skipped = sql.split("skipped AS")[1].split("progress AS")[0]
+    # never waits on a row lock: a batch cannot be part of a deadlock cycle
+    assert "FOR NO KEY UPDATE OF t SKIP LOCKED" in locked
+    assert '(t."a", t."b") <= (b."a", b."b")' in locked and "(t.x IS NULL)" in locked
+    # the update joins the locked rows by key (a row a concurrent commit moved is still found)
+    assert "FROM locked l, bounds b" in changed and '(t."a", t."b") = (l."a", l."b")' in changed
+    # candidates minus locked, by key, counted in the same transaction
+    assert "INSERT INTO backfill.skipped_rows (run_id, part, key)" in skipped
+    assert 'NOT EXISTS (SELECT 1 FROM locked l WHERE (t."a", t."b") = (l."a", l."b"))' in skipped
+    assert "rows_skipped = p.rows_skipped + (SELECT count(*) FROM skipped)" in sql
+    assert "(SELECT count(*) FROM skipped) AS skipped" in sql
+
+
+def test_revisit_looks_skipped_rows_up_by_key_in_chunks_without_waiting() -> None:
+    sql = norm(build(SCOPED, COMPOSITE, Scope(tenant=TENANT)).revisit())
+    pending = sql.split("pending AS")[1].split("locked AS")[0]
+    assert "s.resolved_at IS NULL" in pending and "ORDER BY s.key LIMIT :limit" in pending
+    assert "s.key > coalesce(CAST(:after AS jsonb), '[]'::jsonb)" in pending
+    locked = sql.split("locked AS")[1].split("changed AS")[0]
+    assert '(t."a", t."b") = (CAST(p.key ->> 0 AS int), CAST(p.key ->> 1 AS text))' in locked
+    assert "FOR NO KEY UPDATE OF t SKIP LOCKED" in locked
+    assert 't."tenant_id" = CAST(:tenant AS uuid)' in locked
+    assert "SET resolved_at = now()" in sql and "retried_since = coalesce(s.retried_since, now())" in sql
+    assert "p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)" in sql
 
 
 def test_without_invalid_reason_nothing_is_rejected() -> None:

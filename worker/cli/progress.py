@@ -49,6 +49,9 @@ def render_line(item: dict[str, object]) -> str:
             f"{int(item['rows_processed'] or 0):,} rows  "  # type: ignore[arg-type]
             f"{f'{rate:,.0f} rows/s' if rate else '-'}  ETA {format_eta(item.get('eta_seconds'))}  "
             f"errors {int(item['row_errors'] or 0):,}")  # type: ignore[arg-type]
+    if item.get("rows_skipped_while_locked"):
+        line += (f"  rows skipped while locked {int(item['rows_skipped_while_locked']):,}"  # type: ignore[call-overload]
+                 f" ({int(item.get('rows_still_locked') or 0):,} still locked)")  # type: ignore[call-overload]
     if item.get("throttled"):
         line += f"  throttled: {item['throttled']}"
     if item.get("last_error"):
