@@ -116,26 +116,6 @@ def test_failover_to_a_promoted_standby_completes_the_run_with_exact_data(
     print("\n--- failover run log ---\n" + log)
 
 
-def test_row_locks_make_batches_back_off_and_finish_once_released(
-        db_url: str, engine: sa.Engine, settings: Settings, workers) -> None:
-    sample_data.load(engine, sample_data.SampleSpec(aois=20_000, jobs=100, bad_rows=False))
-    holder = psycopg.connect(db_url)
-    holder.execute("SET app.is_system_admin = 'true'")
-    holder.execute("SELECT id FROM aois ORDER BY id LIMIT 200 OFFSET 5000 FOR UPDATE")
-    workers()
-    run_id = enqueue(settings, "aois_status", "--batch-size", "2000", "--sleep", "0", "--lock-timeout", "0.2")
-    poll(lambda: status(settings, run_id)["throttled"] == "lock_timeout", 60, "a lock_timeout back-off")
-    time.sleep(1.5)
-    blocked = status(settings, run_id)
-    assert blocked["state"] == "running" and blocked["rows_processed"] < 20_000
-    holder.rollback()
-    holder.close()
-    wait(settings, run_id)
-    assert status(settings, run_id)["rows_processed"] == 20_000
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM aois WHERE status IS NULL")).scalar_one() == 0
-
-
 def test_a_foreground_update_never_waits_longer_than_one_batch(
         db_url: str, engine: sa.Engine, settings: Settings, workers, redis_client) -> None:
     from backfills.control import RunControl
