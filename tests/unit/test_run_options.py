@@ -143,5 +143,7 @@ def test_status_json_has_the_spec_fields() -> None:
     assert status["throttled"] is None and status["eta_seconds"] is None
     assert status["parts"] == [{"part": 0, "lower_key": None, "upper_key": None, "cursor": None, "done": False,
                                 "rows_processed": 10, "rows_scanned": 12, "batches": 1, "row_errors": 1,
-                                "updated_at": "2024-05-01T12:00:00+00:00"}]
+                                "updated_at": "2024-05-01T12:00:00+00:00", "rows_skipped": 0,
+                                "rows_still_locked": 0}]
+    assert (status["rows_skipped_while_locked"], status["rows_still_locked"]) == (0, 0)
     json.dumps(status)
