@@ -23,7 +23,7 @@ from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
 from backfills.states import TERMINAL, check_transition
 from worker.app import dispatch
-from worker.settings import Settings
+from core.settings import Settings
 
 __all__ = ["Resources", "RegistryGate", "BadInput", "count_remaining", "enqueue", "check", "CheckReport",
            "control_run", "retune", "status_of", "retry_errors"]

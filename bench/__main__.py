@@ -26,7 +26,7 @@ from bench import foreground, harness, methods, report, targets
 from bench.methods import Measurement
 from worker.databases import drop_database
 from worker.db import with_database
-from worker.settings import Settings
+from core.settings import Settings
 
 BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id")
 FOREGROUND_SECONDS = 20.0

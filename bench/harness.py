@@ -22,7 +22,7 @@ from backfills.control import RunControl
 from worker.databases import create_database, unique_name
 from worker.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
-from worker.settings import Settings
+from core.settings import Settings
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]

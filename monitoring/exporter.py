@@ -28,7 +28,7 @@ from monitoring import metrics as m
 from monitoring.recorder import BackfillCounters
 from monitoring.sampler import RunSample, Sampler, Scrape
 from worker.db import create_db_engine
-from worker.settings import Settings
+from core.settings import Settings
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BackfillCollector", "Exporter", "MetricsServer", "families"]
 

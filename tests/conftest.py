@@ -20,7 +20,7 @@ from migrations.executor import MigrationRunner
 from migrations.files import load_migrations
 from tests.support import servers
 from worker.db import create_db_engine
-from worker.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture(scope="session")

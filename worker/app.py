@@ -18,7 +18,7 @@ from backfills.retry import RetryPolicy
 from monitoring.hook import MetricsHook
 from monitoring.recorder import MetricsRecorder
 from worker.db import create_db_engine
-from worker.settings import Settings
+from core.settings import Settings
 
 __all__ = ["TASK_NAME", "WorkerRuntime", "create_app", "dispatch"]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import redis as redis_lib
 
-from worker.settings import Settings
+from core.settings import Settings
 
 __all__ = ["waiting_slices"]
 

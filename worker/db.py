@@ -15,7 +15,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool, QueuePool
 
-from worker.settings import redact
+from core.settings import redact
 
 __all__ = ["DatabaseUnavailable", "create_db_engine", "libpq_url", "ping", "with_database"]
 

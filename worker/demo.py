@@ -30,7 +30,7 @@ from worker.app import create_app
 from worker.cli.progress import watch
 from worker.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, scratch_dir
-from worker.settings import Settings, redact
+from core.settings import Settings, redact
 
 __all__ = ["Demo", "DemoOptions"]
 

@@ -14,7 +14,7 @@ from tests.support.servers import create_database
 from tests.support.workers import WorkerProcess
 from worker.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
-from worker.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.support.checks import (AreaBaseline, area_baseline, assert_area_backf
                                   wait_until)
 from worker.app import create_app
 from worker.db import create_db_engine
-from worker.settings import Settings
+from core.settings import Settings
 
 SEED = 20240611
 ROWS = 40_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tests.support.workers import run_cli
-from worker.settings import Settings
+from core.settings import Settings
 
 
 def test_definition_from_outside_the_engine_runs_through_a_real_worker(settings: Settings, engine: sa.Engine,

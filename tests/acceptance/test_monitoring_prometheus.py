@@ -42,7 +42,7 @@ from tests.support.workers import REPO, WorkerProcess, run_cli, worker_env
 from tests.unit.test_metrics_promtool import PROMETHEUS_DIR, prometheus_binary
 from worker import sample_data
 from worker.db import create_db_engine
-from worker.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 

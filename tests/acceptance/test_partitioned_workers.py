@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from tests.support.workers import run_cli
 from worker import sample_data
-from worker.settings import Settings
+from core.settings import Settings
 
 
 def parts(settings: Settings, run_id: str) -> list[dict]:

@@ -21,7 +21,7 @@ from tests.conftest import role_url
 from tests.support.workers import WorkerProcess, run_cli
 from worker import sample_data
 from worker.db import create_db_engine
-from worker.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 

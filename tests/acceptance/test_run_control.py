@@ -19,7 +19,7 @@ from tests.support.checks import (area_baseline, assert_area_backfill_exact, ass
                                   counters, enqueue, enqueue_many, expect_exit, load_aois, precondition, run_record,
                                   status_baseline, status_json, table_rows, wait_for_batches, wait_run, wait_runs,
                                   wait_until)
-from worker.settings import Settings
+from core.settings import Settings
 
 SPEC_STATUS_KEYS = {"run_id", "backfill", "state", "rows_processed", "rows_remaining_estimate", "batches",
                     "row_errors", "batch_size", "throttled", "created_at", "started_at", "finished_at",

@@ -6,7 +6,7 @@ import redis as redis_lib
 
 from worker.app import TASK_NAME, create_app, dispatch
 from worker.broker import waiting_slices
-from worker.settings import Settings
+from core.settings import Settings
 
 
 def test_queued_slices_are_seen_with_their_run_and_part(settings: Settings, redis_client: redis_lib.Redis) -> None:

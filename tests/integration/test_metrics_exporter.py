@@ -34,7 +34,7 @@ from tests.support.replication import primary_and_standby
 from tests.support.workers import REPO, worker_env
 from worker.db import create_db_engine
 from worker.sample_data import SampleSpec, load
-from worker.settings import Settings
+from core.settings import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

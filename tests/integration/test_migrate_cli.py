@@ -26,7 +26,7 @@ from tests.support.migrations_support import (
 )
 from tests.support.workers import run_cli
 from worker.db import create_db_engine, libpq_url
-from worker.settings import Settings
+from core.settings import Settings
 
 APP = [f"{n:03d}" for n in range(1, 20)]
 TOOL = ["101", "103"]

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.workers import run_cli
-from worker.settings import Settings
+from core.settings import Settings
 
 # -- independent definitions of the two aois backfills ------------------------------------
 

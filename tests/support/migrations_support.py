@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.support.workers import run_cli
-from worker.settings import Settings
+from core.settings import Settings
 
 SCHEMAS = ("public", "backfill")
 

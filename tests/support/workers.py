@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from worker.cli import main
-from worker.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"

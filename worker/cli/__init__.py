@@ -8,7 +8,7 @@ import click
 
 from worker.cli import catalog, demo, exporter, migrate, runs, serve
 from worker.cli.common import EXIT_BAD_INPUT, CliState
-from worker.settings import ConfigError, Settings
+from core.settings import ConfigError, Settings
 
 __all__ = ["main"]
 

@@ -24,7 +24,7 @@ from migrations.executor import MigrationFailed
 from migrations.files import MigrationError
 from worker.app import create_app
 from worker.db import DatabaseUnavailable, create_db_engine, ping
-from worker.settings import ConfigError, Settings, redact
+from core.settings import ConfigError, Settings, redact
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_ROW_ERRORS", "EXIT_TIMEOUT",
            "CliState", "command_errors", "echo_json", "fail", "pass_state"]
