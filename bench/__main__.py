@@ -25,7 +25,7 @@ from pathlib import Path
 from bench import foreground, harness, methods, report, targets
 from bench.methods import Measurement
 from worker.databases import drop_database
-from worker.db import with_database
+from core.db import with_database
 from core.settings import Settings
 
 BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id")

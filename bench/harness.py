@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from backfills.control import RunControl
 from worker.databases import create_database, unique_name
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 from core.settings import Settings
 

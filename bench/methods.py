@@ -20,7 +20,7 @@ from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
 from bench import harness
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 __all__ = ["Measurement", "PLAIN", "RUNBOOK", "plain_update", "runbook_loop", "bare_loop", "worker_run"]

@@ -27,7 +27,7 @@ from backfills.registry import Registry
 from monitoring import metrics as m
 from monitoring.recorder import BackfillCounters
 from monitoring.sampler import RunSample, Sampler, Scrape
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BackfillCollector", "Exporter", "MetricsServer", "families"]

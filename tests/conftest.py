@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from migrations.executor import MigrationRunner
 from migrations.files import load_migrations
 from tests.support import servers
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 

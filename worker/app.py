@@ -17,7 +17,7 @@ from backfills.registry import Registry
 from backfills.retry import RetryPolicy
 from monitoring.hook import MetricsHook
 from monitoring.recorder import MetricsRecorder
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 __all__ = ["TASK_NAME", "WorkerRuntime", "create_app", "dispatch"]

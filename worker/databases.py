@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from worker.db import libpq_url, with_database
+from core.db import libpq_url, with_database
 
 __all__ = ["create_database", "drop_database", "scratch_database", "unique_name"]
 

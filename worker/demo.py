@@ -28,7 +28,7 @@ from migrations.planner import status_rows
 from worker import sample_data
 from worker.app import create_app
 from worker.cli.progress import watch
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, scratch_dir
 from core.settings import Settings, redact
 

@@ -15,7 +15,7 @@ from backfills.reconcile import PartReading, stale_parts
 from backfills.runs import RunStore
 from worker.app import TASK_NAME, WorkerRuntime, dispatch
 from worker.broker import waiting_slices
-from worker.db import create_db_engine
+from core.db import create_db_engine
 
 __all__ = ["Reconciler"]
 

@@ -24,7 +24,7 @@ from backfills.control import RunControl
 from backfills.runs import RunOptions, RunStore
 from tests.support import servers
 from tests.support.workers import REPO, worker_env
-from worker.db import create_db_engine, with_database
+from core.db import create_db_engine, with_database
 from worker.embedded import free_port
 from core.settings import Settings
 

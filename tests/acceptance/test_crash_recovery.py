@@ -19,7 +19,7 @@ from tests.support.checks import (AreaBaseline, area_baseline, assert_area_backf
                                   load_aois, precondition, status_baseline, table_rows, wait_for_batches, wait_runs,
                                   wait_until)
 from worker.app import create_app
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 SEED = 20240611

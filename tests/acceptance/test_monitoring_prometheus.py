@@ -41,7 +41,7 @@ from tests.support.replication import Pair, primary_and_standby
 from tests.support.workers import REPO, WorkerProcess, run_cli, worker_env
 from tests.unit.test_metrics_promtool import PROMETHEUS_DIR, prometheus_binary
 from worker import sample_data
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from tests.support.replication import Pair, primary_and_standby
 from tests.conftest import role_url
 from tests.support.workers import WorkerProcess, run_cli
 from worker import sample_data
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -32,7 +32,7 @@ from monitoring.metrics import KNOWN_THROTTLE_REASONS, RUN_STATES
 from monitoring.recorder import MetricsRecorder
 from tests.support.replication import primary_and_standby
 from tests.support.workers import REPO, worker_env
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from worker.sample_data import SampleSpec, load
 from core.settings import Settings
 

@@ -25,7 +25,7 @@ from tests.support.migrations_support import (
     run_cli_parallel,
 )
 from tests.support.workers import run_cli
-from worker.db import create_db_engine, libpq_url
+from core.db import create_db_engine, libpq_url
 from core.settings import Settings
 
 APP = [f"{n:03d}" for n in range(1, 20)]

@@ -26,7 +26,7 @@ from tests.support.migrations_support import (
     catalog_dump,
     write_migrations,
 )
-from worker.db import create_db_engine, libpq_url
+from core.db import create_db_engine, libpq_url
 
 ALL_APP = [f"{n:03d}" for n in range(1, 20)]
 TOOL = ["101", "103"]

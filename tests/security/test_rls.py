@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from tests.support import servers
-from worker.db import create_db_engine, libpq_url
+from core.db import create_db_engine, libpq_url
 
 RLS_TABLES = ["ai_assistant_threads", "aois", "derived_weather_daily", "farms", "field_calibrations",
               "field_feedback", "opportunity_signals", "split_batches"]

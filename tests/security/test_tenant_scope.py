@@ -16,7 +16,7 @@ from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
 from tests.conftest import role_url
 from tests.support.workers import WorkerProcess, run_cli
-from worker.db import create_db_engine
+from core.db import create_db_engine
 from core.settings import Settings
 
 FINGERPRINT = "SELECT tenant_id::text, md5(string_agg(t::text, '|' ORDER BY id)) FROM aois t GROUP BY tenant_id"

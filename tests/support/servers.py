@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 
 from worker.databases import create_database, drop_database, unique_name
-from worker.db import with_database
+from core.db import with_database
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 
 __all__ = ["as_url", "create_database", "drop_database", "postgres_server", "redis_server", "unique_name"]

@@ -1,11 +1,11 @@
-"""worker.db URL helpers: pointing a URL at another database keeps everything else."""
+"""core.db URL helpers: pointing a URL at another database keeps everything else."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 
-from worker.db import libpq_url, with_database
+from core.db import libpq_url, with_database
 
 
 @pytest.mark.parametrize(("url", "expected"), [

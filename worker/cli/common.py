@@ -23,7 +23,7 @@ from backfills.states import InvalidTransition
 from migrations.executor import MigrationFailed
 from migrations.files import MigrationError
 from worker.app import create_app
-from worker.db import DatabaseUnavailable, create_db_engine, ping
+from core.db import DatabaseUnavailable, create_db_engine, ping
 from core.settings import ConfigError, Settings, redact
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_ROW_ERRORS", "EXIT_TIMEOUT",
