@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import foreground, harness, methods, report, targets
 from bench.methods import Measurement
-from worker.databases import drop_database
+from core.databases import drop_database
 from core.db import with_database
 from core.settings import Settings
 

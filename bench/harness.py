@@ -19,7 +19,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.control import RunControl
-from worker.databases import create_database, unique_name
+from core.databases import create_database, unique_name
 from core.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 from core.settings import Settings

@@ -125,7 +125,7 @@ class Demo:
 
     def _demo_database(self, stack: ExitStack, server_url: str) -> str:
         """A fresh database of the demo's own on that server, dropped at the end."""
-        from worker.databases import scratch_database
+        from core.databases import scratch_database
         return stack.enter_context(scratch_database(server_url, "backfill_demo"))
 
     def _start(self, stack: ExitStack, settings: Settings, name: str, args: list[str]) -> None:

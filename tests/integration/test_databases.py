@@ -1,4 +1,4 @@
-"""worker.databases on the real server: copies hold the template's rows, drops are forced
+"""core.databases on the real server: copies hold the template's rows, drops are forced
 and idempotent, a scratch database is gone after its block whatever happened inside."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from worker.databases import create_database, drop_database, scratch_database, unique_name
+from core.databases import create_database, drop_database, scratch_database, unique_name
 
 
 def _exists(admin_url: str, name: str) -> bool:

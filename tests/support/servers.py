@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from worker.databases import create_database, drop_database, unique_name
+from core.databases import create_database, drop_database, unique_name
 from core.db import with_database
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 
