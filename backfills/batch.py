@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from backfills.bisect import isolate_failures
+from core.errors import first_line
 from backfills.definition import Backfill
 from backfills.keyset import BatchSql, KeyColumn, Scope, build, key_params
 
@@ -61,9 +62,7 @@ def is_data_error(exc: BaseException) -> bool:
 
 def error_text(exc: BaseException) -> str:
     """First line of the database's message."""
-    orig = getattr(exc, "orig", exc)
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
+    return first_line(exc)
 
 
 def read_key_columns(conn: sa.Connection, definition: Backfill) -> tuple[KeyColumn, ...]:

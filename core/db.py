@@ -15,6 +15,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool, QueuePool
 
+from core.errors import first_line
 from core.settings import redact
 
 __all__ = ["DatabaseUnavailable", "create_db_engine", "libpq_url", "ping", "with_database"]
@@ -67,16 +68,21 @@ def create_db_engine(
     application_name: str = "backfill",
     pooled: bool = True,
     connect_timeout: int = 5,
+    statement_timeout_ms: int | None = None,
 ) -> sa.Engine:
-    """An engine whose connections are made by psycopg from `url` (multi-host aware)."""
+    """An engine whose connections are made by psycopg from `url` (multi-host aware);
+    `statement_timeout_ms` gives every session that `statement_timeout`."""
     conninfo = libpq_url(url)
+    options = SYSTEM_ADMIN_OPTIONS
+    if statement_timeout_ms is not None:
+        options += f" -c statement_timeout={int(statement_timeout_ms)}"
 
     def connect() -> psycopg.Connection:
         return psycopg.connect(
             conninfo,
             application_name=application_name,
             connect_timeout=connect_timeout,
-            options=SYSTEM_ADMIN_OPTIONS,
+            options=options,
         )
 
     pool_args: dict[str, object] = (
@@ -93,5 +99,5 @@ def ping(engine: sa.Engine, url: str) -> None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = first_line(exc.orig) if exc.orig else str(exc)
         raise DatabaseUnavailable(f"cannot connect to the database at {redact(url)}: {reason}") from None

@@ -22,6 +22,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from core.errors import first_line
 from migrations.files import MigrationError, MigrationFile
 from migrations.planner import Applied, pending, to_revert
 from migrations.sqltext import split_statements
@@ -88,10 +89,6 @@ def _transaction(conn: sa.Connection) -> Iterator[None]:
         raise
     conn.exec_driver_sql("COMMIT")
 
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
 class MigrationRunner:
@@ -197,7 +194,7 @@ class MigrationRunner:
     def _retrying(self, what: str) -> Retrying:
         def before_sleep(state: object) -> None:
             exc = state.outcome.exception()  # type: ignore[attr-defined]
-            self.log(f"  {what}: {_first_line(exc)}; retrying (attempt {state.attempt_number + 1}"  # type: ignore[attr-defined]
+            self.log(f"  {what}: {first_line(exc)}; retrying (attempt {state.attempt_number + 1}"  # type: ignore[attr-defined]
                      f" of {self.options.max_tries})")
 
         return Retrying(
@@ -224,7 +221,7 @@ class MigrationRunner:
                 self._execute_autocommit(conn, migration.sql, migration.filename)
                 conn.execute(record, self._record_args(migration, started))
         except sa.exc.DBAPIError as exc:
-            raise MigrationFailed(f"{migration.filename} failed: {_first_line(exc)}") from None
+            raise MigrationFailed(f"{migration.filename} failed: {first_line(exc)}") from None
         self.log(f"applied  {migration.filename} ({(time.monotonic() - started) * 1000:.0f} ms)")
 
     def _revert(self, conn: sa.Connection, migration: MigrationFile) -> None:
@@ -242,7 +239,7 @@ class MigrationRunner:
                 self._execute_autocommit(conn, migration.down_sql, f"down/{migration.filename}")
                 conn.execute(forget, {"v": migration.version})
         except sa.exc.DBAPIError as exc:
-            raise MigrationFailed(f"down/{migration.filename} failed: {_first_line(exc)}") from None
+            raise MigrationFailed(f"down/{migration.filename} failed: {first_line(exc)}") from None
         self.log(f"reverted  {migration.filename} ({(time.monotonic() - started) * 1000:.0f} ms)")
 
     @staticmethod

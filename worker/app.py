@@ -15,6 +15,7 @@ from backfills.control import RunControl
 from backfills.engine import SliceOutcome, SliceRunner
 from backfills.registry import Registry
 from backfills.retry import RetryPolicy
+from core.errors import first_line
 from monitoring.hook import MetricsHook
 from monitoring.recorder import MetricsRecorder
 from core.db import create_db_engine
@@ -89,7 +90,7 @@ def _register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             outcome, token = runtime.runner().run_slice_continuing(run_id, part, lease_token)
         except sa.exc.OperationalError as exc:
             log.warning("run %s part %s: database unavailable (%s); retrying", run_id, part,
-                        str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
+                        first_line(exc))
             raise task.retry(countdown=2) from None
         log.info("run %s part %s: slice %s", run_id, part, outcome.value)
         if outcome is SliceOutcome.CONTINUE:

@@ -13,6 +13,7 @@ from celery import Celery
 from backfills.control import RunControl, reconcile_lock
 from backfills.reconcile import PartReading, stale_parts
 from backfills.runs import RunStore
+from core.errors import first_line
 from worker.app import TASK_NAME, WorkerRuntime, dispatch
 from worker.broker import waiting_slices
 from core.db import create_db_engine
@@ -63,7 +64,7 @@ class Reconciler:
             try:
                 self.tick()
             except Exception as exc:  # a failed tick must never kill the worker
-                log.warning("reconciler tick failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                log.warning("reconciler tick failed: %s", first_line(exc))
 
     def start(self) -> None:
         """Start the background thread."""

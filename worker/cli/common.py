@@ -16,6 +16,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.definition import DefinitionError
+from core.errors import first_line
 from backfills.operations import BadInput, Resources
 from backfills.registry import Registry, UnknownBackfill
 from backfills.runs import ActiveRunExists, RunNotFound
@@ -54,12 +55,7 @@ def fail(code: int, message: str) -> Exit:
 
 
 def _sentence(exc: BaseException) -> str:
-    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
-        text = str(exc.orig)
-    else:
-        text = str(exc)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return redact(first)
+    return redact(first_line(exc))
 
 
 def _code_for(exc: BaseException) -> int:
