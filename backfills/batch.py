@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from backfills.bisect import isolate_failures
-from core.errors import first_line
 from backfills.definition import Backfill
 from backfills.keyset import BatchSql, KeyColumn, Scope, build, key_params
+from core.errors import first_line
 
 __all__ = ["BatchExecutor", "BatchResult", "RevisitResult", "LostRace", "is_data_error", "read_key_columns"]
 

@@ -8,7 +8,6 @@ runner starts from, so a lost Redis or a killed worker costs at most one batch.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from backfills.batch import BatchExecutor, LostRace, Timeouts, error_text, read_key_columns, sqlstate
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
-                             ShutdownHook, SleepHook, SliceContext, Stop, write_checkpoint)
+                             ShutdownFlag, ShutdownHook, SleepHook, SliceContext, Stop, write_checkpoint)
 from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.retry import Failure, RetryPolicy, classify
@@ -60,7 +59,7 @@ class SliceRunner:
 
     def __init__(self, engine: sa.Engine, control_factory: Callable[[str], RunControl], registry: Registry,
                  *, lease_seconds: float, slice_seconds: float, retry: RetryPolicy,
-                 shutdown: threading.Event | None = None, extra_hooks: Sequence[Hook] = ()) -> None:
+                 shutdown: ShutdownFlag | None = None, extra_hooks: Sequence[Hook] = ()) -> None:
         self.engine = engine
         self.store = RunStore(engine)
         self.control_factory = control_factory

@@ -8,10 +8,10 @@ may adjust the slice's plan (batch size, sleep, throttle reason) and may return 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from backfills.batch import BatchResult
 from backfills.control import Checkpoint, KillSwitch, Lease, RunControl
@@ -218,10 +218,17 @@ class RowErrorLimitHook(Hook):
         return None
 
 
+class ShutdownFlag(Protocol):
+    """Set when the process is asked to stop (a `threading.Event` or a `multiprocessing.Event`)."""
+
+    def is_set(self) -> bool:
+        """Whether the stop was asked for."""
+
+
 class ShutdownHook(Hook):
     """SIGTERM: the current batch finishes, then the slice ends and is re-queued."""
 
-    def __init__(self, event: threading.Event | None) -> None:
+    def __init__(self, event: ShutdownFlag | None) -> None:
         self.event = event
 
     def before_batch(self, ctx: SliceContext) -> Stop | None:

@@ -9,10 +9,10 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis as redis_lib
 import sqlalchemy as sa
-from celery import Celery
 
 from backfills.batch import BatchExecutor, Timeouts, read_key_columns
 from backfills.control import RunControl
@@ -22,10 +22,8 @@ from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
 from backfills.states import TERMINAL, check_transition
-from worker.app import dispatch
-from core.settings import Settings
 
-__all__ = ["Resources", "RegistryGate", "BadInput", "count_remaining", "enqueue", "check", "CheckReport",
+__all__ = ["Dispatch", "Resources", "RegistryGate", "BadInput", "count_remaining", "enqueue", "check", "CheckReport",
            "control_run", "retune", "status_of", "retry_errors"]
 
 
@@ -33,15 +31,22 @@ class BadInput(ValueError):
     """The request cannot be done as asked (exit 2); nothing was written."""
 
 
-@dataclass
-class Resources:
-    """Connections a command needs, built from settings by the caller."""
+class Dispatch(Protocol):
+    """Queues one slice of a run part for the workers."""
 
-    settings: Settings
+    def __call__(self, run_id: str, part: int, lease_token: str | None = None) -> None:
+        """Send the slice (handing on the part's lease when `lease_token` is given)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a command needs, built once by the caller's runtime."""
+
+    namespace: str
     engine: sa.Engine
     redis: redis_lib.Redis
     registry: Registry
-    app: Celery
+    dispatch: Dispatch
 
     @property
     def store(self) -> RunStore:
@@ -50,7 +55,7 @@ class Resources:
 
     def control(self, run_id: str) -> RunControl:
         """Redis state of one run."""
-        return RunControl(self.redis, self.settings.namespace, run_id)
+        return RunControl(self.redis, self.namespace, run_id)
 
 
 def parse_tenant(tenant: str | None) -> str | None:
@@ -105,7 +110,7 @@ def enqueue(res: Resources, name: str, options: RunOptions, tenant: str | None =
     control = res.control(run.id)
     control.request("run")
     for part in run.parts:
-        dispatch(res.app, res.settings, run.id, part.part)
+        res.dispatch(run.id, part.part)
     return run
 
 
@@ -124,7 +129,7 @@ def control_run(res: Resources, run_id: str, command: str) -> Run:
     if command == "resume":
         for part in run.parts:
             if not part.done:
-                dispatch(res.app, res.settings, run_id, part.part)
+                res.dispatch(run_id, part.part)
     return run
 
 

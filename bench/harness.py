@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from backfills.control import RunControl
 from core.databases import create_database, unique_name
 from core.db import create_db_engine
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 from core.settings import Settings
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]

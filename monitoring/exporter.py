@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from socketserver import ThreadingMixIn
-from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis as redis_lib
@@ -27,8 +26,6 @@ from backfills.registry import Registry
 from monitoring import metrics as m
 from monitoring.recorder import BackfillCounters
 from monitoring.sampler import RunSample, Sampler, Scrape
-from core.db import create_db_engine
-from core.settings import Settings
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BackfillCollector", "Exporter", "MetricsServer", "families"]
 
@@ -112,34 +109,19 @@ class BackfillCollector(Collector):
         return families(scrape)
 
 
-def _limit_statements(timeout_ms: int) -> Callable[[Any, Any], None]:
-    """A `connect` listener giving every new connection a session statement_timeout."""
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET statement_timeout = {int(timeout_ms)}")
-        dbapi_connection.commit()
-    return on_connect
-
-
 class Exporter:
-    """The exporter's connections, its sampler and its own collector registry.
+    """The exporter's sampler over the connections it is given, and its own collector registry.
 
-    Database statements get a session `statement_timeout` of twice `timeout_ms` (the
-    health readings set `timeout_ms` for themselves), Redis calls a socket timeout of the
-    same.
+    The caller bounds those connections (session `statement_timeout` and Redis socket
+    timeout of twice `timeout_ms`; the health readings set `timeout_ms` for themselves),
+    so that a scrape never hangs.
     """
 
-    def __init__(self, settings: Settings, tables: Sequence[str] | None = None, timeout_ms: int = 1000,
-                 connect_timeout: int = 3) -> None:
-        engine = create_db_engine(settings.require_database(), application_name="backfill-exporter",
-                                  connect_timeout=connect_timeout)
-        sa.event.listen(engine, "connect", _limit_statements(2 * timeout_ms))
-        client = redis_lib.Redis.from_url(settings.require_redis(), socket_timeout=2 * timeout_ms / 1000,
-                                          socket_connect_timeout=connect_timeout)
-        registry = Registry.discover(settings.extra_definitions)
+    def __init__(self, engine: sa.Engine, client: redis_lib.Redis, namespace: str, registry: Registry,
+                 tables: Sequence[str] | None = None, timeout_ms: int = 1000) -> None:
         self.engine, self.redis = engine, client
         chosen = tuple(tables) if tables else tuple(sorted({d.table for d in registry}))
-        self.sampler = Sampler(engine, client, settings.namespace, registry, chosen, timeout_ms)
+        self.sampler = Sampler(engine, client, namespace, registry, chosen, timeout_ms)
         self.metrics = CollectorRegistry()
         self.metrics.register(BackfillCollector(self.sampler))
 

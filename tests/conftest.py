@@ -16,11 +16,11 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 
+from core.db import create_db_engine
+from core.settings import Settings
 from migrations.executor import MigrationRunner
 from migrations.files import load_migrations
 from tests.support import servers
-from core.db import create_db_engine
-from core.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -14,23 +14,20 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis as redis_lib
 from rich.console import Console
 from rich.table import Table
 
 from backfills import operations as ops
-from backfills.registry import Registry
 from backfills.runs import RunOptions
 from backfills.states import TERMINAL
+from core.settings import Settings, redact
 from migrations.executor import BackfillRequired, MigrationRunner
 from migrations.files import load_migrations
 from migrations.planner import status_rows
 from worker import sample_data
-from worker.app import create_app
 from worker.cli.progress import watch
-from core.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, scratch_dir
-from core.settings import Settings, redact
+from worker.runtime import DEMO, Runtime
 
 __all__ = ["Demo", "DemoOptions"]
 
@@ -59,18 +56,16 @@ class Demo:
         started = time.monotonic()
         with ExitStack() as stack:
             settings = self._servers(stack)
-            engine = create_db_engine(settings.require_database())
-            stack.callback(engine.dispose)
-            registry = Registry.discover()
+            runtime = Runtime.from_settings(settings, DEMO)
+            stack.callback(runtime.close)
+            engine, registry = runtime.engine, runtime.registry
             runner = MigrationRunner(engine, load_migrations(), gate=ops.RegistryGate(engine, registry),
                                      log=lambda line: self.say(f"  [dim]{line}[/dim]"))
             self._step("1. Expand: apply migrations up to 016 (DDL only, no data rewrite)")
             runner.up("016")
             self._step(f"2. Sample data: {self.options.rows:,} AOIs and {self.options.rows // 2:,} jobs, with bad rows")
             sample_data.load(engine, sample_data.SampleSpec(aois=self.options.rows, jobs=self.options.rows // 2))
-            app, _ = create_app(settings)
-            client = redis_lib.Redis.from_url(settings.require_redis())
-            res = ops.Resources(settings, engine, client, registry, app)
+            res = runtime.resources
             for definition in registry:
                 self.say(f"  {definition.name:<22} {ops.count_remaining(engine, definition):>9,} rows to do")
             self._step("3. A real worker process (backfill worker --concurrency 2) and the metrics exporter")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from core.db import create_db_engine
+from core.settings import Settings
 from migrations.executor import MigrationRunner
 from migrations.files import load_migrations
 from tests.support.servers import create_database
 from tests.support.workers import WorkerProcess
-from core.db import create_db_engine
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
-from core.settings import Settings
 
 
 @pytest.fixture

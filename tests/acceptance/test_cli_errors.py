@@ -22,11 +22,11 @@ import sqlalchemy as sa
 
 from backfills.control import RunControl
 from backfills.runs import RunOptions, RunStore
+from core.db import create_db_engine, with_database
+from core.settings import Settings
 from tests.support import servers
 from tests.support.workers import REPO, worker_env
-from core.db import create_db_engine, with_database
 from worker.embedded import free_port
-from core.settings import Settings
 
 UNKNOWN_RUN = "5a1e0000-0000-4000-8000-00000000dead"
 TENANT = "0b9c5a34-1111-4222-8333-444455556666"

@@ -18,7 +18,7 @@ from tests.support.checks import (AreaBaseline, area_baseline, assert_area_backf
                                   assert_status_backfill_exact, counters, enqueue, enqueue_many, expect_exit,
                                   load_aois, precondition, status_baseline, table_rows, wait_for_batches, wait_runs,
                                   wait_until)
-from worker.app import create_app
+from worker.runtime import celery_app
 from core.db import create_db_engine
 from core.settings import Settings
 
@@ -148,7 +148,7 @@ def test_the_same_task_delivered_twice_never_runs_two_batches_at_once(settings: 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    app = create_app(settings)[0]
+    app = celery_app(settings)
     try:
         for _ in range(5):
             app.send_task("backfill.run_part", args=[run_id, 0], queue=settings.queue)

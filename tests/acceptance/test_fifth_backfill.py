@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tests.support.workers import run_cli
 from core.settings import Settings
+from tests.support.workers import run_cli
 
 
 def test_definition_from_outside_the_engine_runs_through_a_real_worker(settings: Settings, engine: sa.Engine,

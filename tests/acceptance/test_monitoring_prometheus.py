@@ -34,6 +34,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from core.db import create_db_engine
+from core.settings import Settings
 from migrations.executor import MigrationRunner
 from migrations.files import load_migrations
 from tests.integration.test_metrics_exporter import free_port, wait_for
@@ -41,8 +43,6 @@ from tests.support.replication import Pair, primary_and_standby
 from tests.support.workers import REPO, WorkerProcess, run_cli, worker_env
 from tests.unit.test_metrics_promtool import PROMETHEUS_DIR, prometheus_binary
 from worker import sample_data
-from core.db import create_db_engine
-from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import time
 
 import sqlalchemy as sa
 
+from core.settings import Settings
 from tests.support.workers import run_cli
 from worker import sample_data
-from core.settings import Settings
 
 
 def parts(settings: Settings, run_id: str) -> list[dict]:

@@ -14,14 +14,14 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from migrations.executor import MigrationRunner
-from migrations.files import load_migrations
-from tests.support.replication import Pair, primary_and_standby
-from tests.conftest import role_url
-from tests.support.workers import WorkerProcess, run_cli
-from worker import sample_data
 from core.db import create_db_engine
 from core.settings import Settings
+from migrations.executor import MigrationRunner
+from migrations.files import load_migrations
+from tests.conftest import role_url
+from tests.support.replication import Pair, primary_and_standby
+from tests.support.workers import WorkerProcess, run_cli
+from worker import sample_data
 
 pytestmark = pytest.mark.slow
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import redis as redis_lib
 
-from worker.app import TASK_NAME, create_app, dispatch
-from worker.broker import waiting_slices
 from core.settings import Settings
+from worker.broker import waiting_slices
+from worker.runtime import TASK_NAME, Runtime
 
 
 def test_queued_slices_are_seen_with_their_run_and_part(settings: Settings, redis_client: redis_lib.Redis) -> None:
-    app, _ = create_app(settings)
+    runtime = Runtime.from_settings(settings)
     assert waiting_slices(redis_client, settings, TASK_NAME) == set()
-    dispatch(app, settings, "11111111-1111-1111-1111-111111111111", 0)
-    dispatch(app, settings, "11111111-1111-1111-1111-111111111111", 2, "a-lease-token")
-    app.send_task("some.other_task", args=["22222222-2222-2222-2222-222222222222", 1], queue=settings.queue)
+    runtime.dispatch("11111111-1111-1111-1111-111111111111", 0)
+    runtime.dispatch("11111111-1111-1111-1111-111111111111", 2, "a-lease-token")
+    runtime.app.send_task("some.other_task", args=["22222222-2222-2222-2222-222222222222", 1], queue=settings.queue)
     assert waiting_slices(redis_client, settings, TASK_NAME) == {
         ("11111111-1111-1111-1111-111111111111", 0), ("11111111-1111-1111-1111-111111111111", 2)}
     other = Settings(**{**settings.__dict__, "namespace": settings.namespace + "x", "queue": settings.queue + "x"})

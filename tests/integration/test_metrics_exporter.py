@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from backfills.control import Checkpoint, RunControl
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
+from core.db import create_db_engine
+from core.settings import Settings
 from migrations.executor import MigrationRunner
 from migrations.files import load_migrations
 from monitoring.exporter import Exporter, MetricsServer
@@ -32,9 +34,8 @@ from monitoring.metrics import KNOWN_THROTTLE_REASONS, RUN_STATES
 from monitoring.recorder import MetricsRecorder
 from tests.support.replication import primary_and_standby
 from tests.support.workers import REPO, worker_env
-from core.db import create_db_engine
+from worker.runtime import Runtime, exporter_profile
 from worker.sample_data import SampleSpec, load
-from core.settings import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -73,8 +74,9 @@ def exporter(settings: Settings) -> Iterator[Callable[..., str]]:
     """`exporter(settings=..., tables=...)` serves an in-process exporter; returns its URL."""
     started: list[tuple[Exporter, MetricsServer, threading.Thread]] = []
 
-    def start(settings: Settings = settings, **kwargs: object) -> str:
-        service = Exporter(settings, **kwargs)  # type: ignore[arg-type]
+    def start(settings: Settings = settings, tables: list[str] | None = None, timeout_ms: int = 1000) -> str:
+        runtime = Runtime.from_settings(settings, exporter_profile(timeout_ms))
+        service = Exporter(runtime.engine, runtime.redis, settings.namespace, runtime.registry, tables, timeout_ms)
         server = MetricsServer(service.metrics, "127.0.0.1", 0)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

@@ -13,16 +13,14 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 
-from backfills.control import RunControl
 from backfills.definition import Backfill
 from backfills.engine import SliceRunner
 from backfills.registry import Registry
 from backfills.retry import RetryPolicy
 from backfills.runs import RunOptions, RunStore
-from monitoring.hook import MetricsHook
 from monitoring.metrics import BATCH_DURATION_BUCKETS
 from monitoring.recorder import BackfillCounters, MetricsRecorder, bucket_for
-from tests.support.engine_helpers import new_run, registry_of, run_to_completion, scalar
+from tests.support.engine_helpers import new_run, registry_of, run_to_completion, scalar, slice_runner
 from worker.sample_data import SampleSpec, load
 
 # aois_area_ha_numeric without its `invalid_reason`: bad areas fail the batch on data, so
@@ -35,10 +33,8 @@ FAST_RETRY = RetryPolicy(window_seconds=60, base_seconds=0.05, max_seconds=0.2)
 
 def runner(engine: sa.Engine, client: redis_lib.Redis, namespace: str, registry: Registry | None = None,
            retry: RetryPolicy = FAST_RETRY) -> SliceRunner:
-    """A slice runner built as worker/app.py builds it, metrics hook included."""
-    return SliceRunner(engine, lambda run_id: RunControl(client, namespace, run_id), registry or Registry.discover(),
-                       lease_seconds=30, slice_seconds=600, retry=retry,
-                       extra_hooks=[MetricsHook(MetricsRecorder(client, namespace))])
+    """A slice runner built as the worker builds it, metrics hook included."""
+    return slice_runner(engine, client, namespace, registry, retry=retry, metrics=True)
 
 
 def counters(client: redis_lib.Redis, namespace: str, backfill: str) -> BackfillCounters:

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 
 from backfills.operations import RegistryGate
 from backfills.registry import Registry
+from core.db import create_db_engine, libpq_url
+from core.settings import Settings
 from migrations.executor import MigrationRunner
 from migrations.files import SQL_DIR, load_migrations
 from tests.support import servers
@@ -25,8 +27,6 @@ from tests.support.migrations_support import (
     run_cli_parallel,
 )
 from tests.support.workers import run_cli
-from core.db import create_db_engine, libpq_url
-from core.settings import Settings
 
 APP = [f"{n:03d}" for n in range(1, 20)]
 TOOL = ["101", "103"]

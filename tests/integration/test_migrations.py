@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from backfills.operations import RegistryGate
 from backfills.registry import Registry
+from core.db import create_db_engine, libpq_url
 from migrations.executor import (
     BackfillRequired,
     MigrationFailed,
@@ -26,7 +27,6 @@ from tests.support.migrations_support import (
     catalog_dump,
     write_migrations,
 )
-from core.db import create_db_engine, libpq_url
 
 ALL_APP = [f"{n:03d}" for n in range(1, 20)]
 TOOL = ["101", "103"]

@@ -6,12 +6,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from backfills.batch import read_key_columns
-from backfills.control import RunControl
-from backfills.engine import SliceOutcome, SliceRunner
+from backfills.engine import SliceOutcome
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
-from backfills.retry import RetryPolicy
 from backfills.runs import RunOptions, RunStore
+from tests.support.engine_helpers import slice_runner
 
 
 def seed(engine: sa.Engine, rows: int) -> None:
@@ -47,8 +46,7 @@ def test_a_partitioned_run_changes_every_row_once_including_rows_added_beyond_th
     store = RunStore(engine)
     run = store.create("aois_status", RunOptions(batch_size=500, sleep=0, partitions=3), parts=part_ranges(bounds))
     assert len(run.parts) == 3
-    runner = SliceRunner(engine, lambda run_id: RunControl(redis_client, namespace, run_id), Registry.discover(),
-                         lease_seconds=30, slice_seconds=0.2, retry=RetryPolicy())
+    runner = slice_runner(engine, redis_client, namespace, slice_seconds=0.2)
     with engine.begin() as conn:   # rows whose keys sort after the last boundary, added as the run starts
         conn.execute(sa.text("INSERT INTO aois (id, tenant_id, name, status) SELECT "
                              "CAST('ffffffff-ffff-4fff-bfff-' || lpad(g::text, 12, '0') AS uuid), "
@@ -73,8 +71,7 @@ def test_the_second_part_to_start_does_not_trip_over_the_first_starting_the_run(
     middle = "80000000-0000-4000-8000-000000000000"
     run = store.create("aois_status", RunOptions(batch_size=500, sleep=0, partitions=2),
                        parts=[(None, [middle]), ([middle], None)])
-    runner = SliceRunner(engine, lambda run_id: RunControl(redis_client, namespace, run_id), Registry.discover(),
-                         lease_seconds=30, slice_seconds=5, retry=RetryPolicy())
+    runner = slice_runner(engine, redis_client, namespace, slice_seconds=5)
     seen_while_queued = store.get(run.id)          # part 1's task loaded the run before part 0 started it
     assert runner.run_slice(run.id, 0) is SliceOutcome.DONE
     assert store.get(run.id).state == "running"

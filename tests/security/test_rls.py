@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
-from tests.support import servers
 from core.db import create_db_engine, libpq_url
+from tests.support import servers
 
 RLS_TABLES = ["ai_assistant_threads", "aois", "derived_weather_daily", "farms", "field_calibrations",
               "field_feedback", "opportunity_signals", "split_batches"]

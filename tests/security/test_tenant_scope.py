@@ -14,10 +14,10 @@ from backfills.batch import BatchExecutor, Timeouts, read_key_columns
 from backfills.keyset import BatchSql, Scope
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
-from tests.conftest import role_url
-from tests.support.workers import WorkerProcess, run_cli
 from core.db import create_db_engine
 from core.settings import Settings
+from tests.conftest import role_url
+from tests.support.workers import WorkerProcess, run_cli
 
 FINGERPRINT = "SELECT tenant_id::text, md5(string_agg(t::text, '|' ORDER BY id)) FROM aois t GROUP BY tenant_id"
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
-from tests.support.workers import run_cli
 from core.settings import Settings
+from tests.support.workers import run_cli
 
 # -- independent definitions of the two aois backfills ------------------------------------
 

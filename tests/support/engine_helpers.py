@@ -9,13 +9,14 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.batch import BatchExecutor, BatchResult, Timeouts, read_key_columns
-from backfills.control import RunControl
 from backfills.definition import Backfill
 from backfills.engine import SliceOutcome, SliceRunner
 from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.retry import RetryPolicy
 from backfills.runs import Run, RunOptions, RunStore
+from core.settings import Settings
+from worker.runtime import Runtime
 
 __all__ = [
     "TIMEOUTS",
@@ -87,12 +88,14 @@ def registry_of(*definitions: Backfill) -> Registry:
     return Registry({d.name: d for d in definitions})
 
 
-def slice_runner(engine: sa.Engine, client: redis_lib.Redis, namespace: str,
-                 registry: Registry | None = None) -> SliceRunner:
-    """A slice runner built like worker/app.py builds it."""
-    return SliceRunner(engine, lambda run_id: RunControl(client, namespace, run_id),
-                       registry or Registry.discover(), lease_seconds=30, slice_seconds=600,
-                       retry=RetryPolicy())
+def slice_runner(engine: sa.Engine, client: redis_lib.Redis, namespace: str, registry: Registry | None = None,
+                 *, slice_seconds: float = 600, retry: RetryPolicy | None = None,
+                 metrics: bool = False) -> SliceRunner:
+    """A slice runner built by the worker's `Runtime` over these connections (30 s
+    leases; the metrics hook only when `metrics`)."""
+    settings = Settings(namespace=namespace, lease_seconds=30, slice_seconds=slice_seconds)
+    runtime = Runtime(settings, engine=engine, redis=client, registry=registry or Registry.discover())
+    return runtime.slice_runner(metrics=metrics, retry=retry or RetryPolicy())
 
 
 def run_to_completion(runner: SliceRunner, run_id: str, max_slices: int = 1000) -> list[SliceOutcome]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.support.workers import run_cli
 from core.settings import Settings
+from tests.support.workers import run_cli
 
 SCHEMAS = ("public", "backfill")
 

@@ -15,8 +15,8 @@ import click
 import pytest
 import yaml
 
-from worker.cli import main
 from core.settings import Settings
+from worker.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"

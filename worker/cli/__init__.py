@@ -6,9 +6,9 @@ import sys
 
 import click
 
+from core.settings import ConfigError, Settings
 from worker.cli import catalog, demo, exporter, migrate, runs, serve
 from worker.cli.common import EXIT_BAD_INPUT, CliState
-from core.settings import ConfigError, Settings
 
 __all__ = ["main"]
 

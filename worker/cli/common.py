@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -16,16 +16,16 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.definition import DefinitionError
-from core.errors import first_line
 from backfills.operations import BadInput, Resources
 from backfills.registry import Registry, UnknownBackfill
 from backfills.runs import ActiveRunExists, RunNotFound
 from backfills.states import InvalidTransition
+from core.db import DatabaseUnavailable, ping
+from core.errors import first_line
+from core.settings import ConfigError, Settings, redact
 from migrations.executor import MigrationFailed
 from migrations.files import MigrationError
-from worker.app import create_app
-from core.db import DatabaseUnavailable, create_db_engine, ping
-from core.settings import ConfigError, Settings, redact
+from worker.runtime import Runtime
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_ROW_ERRORS", "EXIT_TIMEOUT",
            "CliState", "command_errors", "echo_json", "fail", "pass_state"]
@@ -98,29 +98,33 @@ def echo_json(data: object) -> None:
 
 @dataclass
 class CliState:
-    """Settings, read once per invocation, and resources built on first use."""
+    """Settings, read once per invocation, and the runtime whose parts are built on first use."""
 
     settings: Settings
-    _engine: sa.Engine | None = None
-    _resources: Resources | None = None
-    _registry: Registry | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    _runtime: Runtime | None = None
+    _pinged: bool = False
+    _redis_checked: bool = False
+
+    @property
+    def runtime(self) -> Runtime:
+        """The command's runtime (nothing is connected until a part is asked for)."""
+        if self._runtime is None:
+            self._runtime = Runtime.from_settings(self.settings)
+        return self._runtime
 
     @property
     def registry(self) -> Registry:
         """Registered backfills."""
-        if self._registry is None:
-            self._registry = Registry.discover(self.settings.extra_definitions)
-        return self._registry
+        return self.runtime.registry
 
     @property
     def engine(self) -> sa.Engine:
         """The target database (checked reachable)."""
-        if self._engine is None:
-            url = self.settings.require_database()
-            self._engine = create_db_engine(url, application_name="backfill-cli")
-            ping(self._engine, url)
-        return self._engine
+        engine = self.runtime.engine
+        if not self._pinged:
+            ping(engine, self.settings.require_database())
+            self._pinged = True
+        return engine
 
     def check_database(self) -> None:
         """Fail now (exit 1, one sentence) if the database cannot be reached."""
@@ -129,16 +133,16 @@ class CliState:
     @property
     def resources(self) -> Resources:
         """Database, Redis, registry and Celery app (checked reachable)."""
-        if self._resources is None:
+        if not self._redis_checked:
             url = self.settings.require_redis()
-            client = redis_lib.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
             try:
-                client.ping()
+                self.runtime.redis.ping()
             except redis_lib.RedisError as exc:
                 raise Exit(EXIT_FAILURE, f"cannot connect to Redis at {redact(url)}: {_sentence(exc)}") from None
-            app, _ = create_app(self.settings)
-            self._resources = Resources(self.settings, self.engine, client, self.registry, app)
-        return self._resources
+            self._redis_checked = True
+        self.settings.require_broker()
+        _ = self.engine
+        return self.runtime.resources
 
 
 pass_state = click.make_pass_decorator(CliState)

@@ -8,6 +8,7 @@ import click
 
 from monitoring.exporter import DEFAULT_HOST, DEFAULT_PORT, Exporter, MetricsServer
 from worker.cli.common import CliState, command_errors, pass_state
+from worker.runtime import Runtime, exporter_profile
 
 __all__ = ["COMMANDS"]
 
@@ -41,7 +42,9 @@ def exporter(state: CliState, port: int, host: str, tables: str | None, timeout_
     settings = state.settings
     settings.require_database()
     settings.require_redis()
-    service = Exporter(settings, _tables(tables), timeout_ms)
+    runtime = Runtime.from_settings(settings, exporter_profile(timeout_ms))
+    service = Exporter(runtime.engine, runtime.redis, settings.namespace, runtime.registry, _tables(tables),
+                       timeout_ms)
     server = MetricsServer(service.metrics, host, port)
     click.echo(f"serving metrics on {server.url}", err=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)

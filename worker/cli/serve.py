@@ -8,6 +8,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from worker.app import create_app
 from worker.cli.common import CliState, command_errors, pass_state
 from worker.reconciler import Reconciler
+from worker.runtime import RECONCILER, Runtime
 
 __all__ = ["COMMANDS"]
 
@@ -30,13 +31,13 @@ def worker(state: CliState, concurrency: int, queues: str | None, pool: str, max
     settings.require_broker()
     state.check_database()  # refuse early, with one sentence, when the database is unreachable
     app, runtime = create_app(settings)
-    reconciler = Reconciler(app, runtime)
+    reconciler = Reconciler(Runtime.from_settings(settings, RECONCILER, app=app))
 
     def on_ready(**_: object) -> None:
         reconciler.start()
 
     def on_shutdown(**_: object) -> None:
-        runtime.shutdown.set()  # type: ignore[attr-defined]
+        runtime.shutdown.set()
         reconciler.stop()
 
     worker_ready.connect(on_ready, weak=False)
