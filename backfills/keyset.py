@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from backfills.copying import insert_missing
 from backfills.definition import Backfill
 from backfills.locking import RowLocking
 
@@ -154,15 +155,19 @@ class BatchSql:
         valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
         sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
         locking, in_range = self.locking, self._range(with_cursor)
-        return f"""WITH bounds AS ({bounds}),
-{locking.locked(", bounds b", in_range)},
+        # a copy reads its source without row locks: the target decides what fails
+        actions = (f"changed AS ({insert_missing(d, f'FROM {d.qualified_table} t, bounds b WHERE {in_range}')}),\n"
+                   f"rejected AS (SELECT 1 WHERE false),\nskipped AS (SELECT 1 WHERE false)"
+                   if d.into is not None else f"""{locking.locked(", bounds b", in_range)},
 changed AS (
     UPDATE {d.qualified_table} t SET {sets} FROM locked l, bounds b
     WHERE {locking.same_row()} AND {in_range}{valid}
     RETURNING 1
 ),
 {locking.rejected()},
-{locking.skipped(", bounds b", in_range)},
+{locking.skipped(", bounds b", in_range)}""")
+        return f"""WITH bounds AS ({bounds}),
+{actions},
 progress AS (
     UPDATE backfill.progress p SET cursor = {self._key_json('b')},
         rows_processed = p.rows_processed + (SELECT count(*) FROM changed),
@@ -195,9 +200,15 @@ RETURNING 1"""
 
     def revisit(self) -> str:
         """One chunk of the part's skipped rows, looked up by key (see `RowLocking.revisit`)."""
-        d = self.definition
-        sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
-        return self.locking.revisit(d.needs, self._scope_filter("t"), sets)
+        d, locking = self.definition, self.locking
+        of_locked = f"{locking.same_row()} AND ({d.needs})"
+        if d.into is not None:
+            change = insert_missing(d, f"FROM {d.qualified_table} t, locked l WHERE {of_locked}")
+        else:
+            sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
+            valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
+            change = f"UPDATE {d.qualified_table} t SET {sets} FROM locked l WHERE {of_locked}{valid} RETURNING 1"
+        return locking.revisit(d.needs, self._scope_filter("t"), change)
 
     def remaining(self) -> str:
         """Rows in scope that still need the backfill."""

@@ -72,13 +72,13 @@ class RowLocking:
         keys = casts[0] if len(casts) == 1 else "(" + ", ".join(casts) + ")"
         return f"{self._cols('t')} = {keys}"
 
-    def revisit(self, needs: str, scope: Sequence[str], sets: str) -> str:
+    def revisit(self, needs: str, scope: Sequence[str], change: str) -> str:
         """One chunk of the skipped rows of a part (`:limit` keys after `:after`), looked up
-        by key: change the ones that can be locked now, resolve the ones that no longer need
-        it, and mark when the still-locked ones began to wait. `:expected` fences the part's
-        cursor like a batch does."""
+        by key: change the ones that can be locked now (`change`, a data-modifying statement
+        over the `locked l` rows that returns one row per row done), resolve the ones that
+        no longer need it, and mark when the still-locked ones began to wait. `:expected`
+        fences the part's cursor like a batch does."""
         where = " AND ".join([self._pending_row(), f"({needs})", *scope])
-        valid = f" AND ({self.invalid_reason}) IS NULL" if self.invalid_reason else ""
         return f"""WITH pending AS (
     SELECT s.key FROM backfill.skipped_rows s
     WHERE s.run_id = CAST(:run_id AS uuid) AND s.part = :part AND s.resolved_at IS NULL
@@ -86,10 +86,7 @@ class RowLocking:
     ORDER BY s.key LIMIT :limit
 ),
 {self.locked(", pending p", where)},
-changed AS (
-    UPDATE {self.table} t SET {sets} FROM locked l WHERE {self.same_row()} AND ({needs}){valid}
-    RETURNING 1
-),
+changed AS ({change}),
 {self.rejected()},
 waiting AS (
     SELECT {self.key_json('t')} AS key FROM {self.table} t, pending p WHERE {where}

@@ -232,6 +232,8 @@ def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: flo
 
 def build_template(admin_url: str, aois: int, jobs: int) -> str:
     """A database at schema 016 with sample data and numbered keys for the foreground load."""
+    from backfills.operations import RegistryGate
+    from backfills.registry import Registry
     from migrations.executor import MigrationRunner
     from migrations.files import load_migrations
     from worker import sample_data
@@ -239,7 +241,7 @@ def build_template(admin_url: str, aois: int, jobs: int) -> str:
     name = unique_name("bench_tpl")
     url = create_database(admin_url, name)
     engine = create_db_engine(url, pooled=False)
-    MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
+    MigrationRunner(engine, load_migrations(), gate=RegistryGate(engine, Registry.discover()), log=lambda _: None).up("016")
     sample_data.load(engine, sample_data.SampleSpec(aois=aois, jobs=jobs))
     engine.dispose()
     checkpoint(url)

@@ -16,6 +16,8 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 
+from backfills.operations import RegistryGate
+from backfills.registry import Registry
 from core.db import create_db_engine
 from core.settings import Settings
 from migrations.executor import MigrationRunner
@@ -45,7 +47,7 @@ def _build_template(admin_url: str, name: str, target: str | None) -> str:
     url = servers.create_database(admin_url, name)
     if target is not None:
         engine = create_db_engine(url, pooled=False)
-        MigrationRunner(engine, load_migrations(), log=lambda _: None).up(target)
+        MigrationRunner(engine, load_migrations(), gate=RegistryGate(engine, Registry.discover()), log=lambda _: None).up(target)
         engine.dispose()
     return name
 

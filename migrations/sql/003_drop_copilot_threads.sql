@@ -1,10 +1,14 @@
+-- requires-backfill: ai_assistant_threads_copy
+--
 -- 003_drop_copilot_threads: CONTRACT step of the copilot_threads ->
 -- ai_assistant_threads rename (runbook, Expand/Contract Pattern, step 5).
 --
 -- What: drops the old table. Apply only after every running instance of the
--- application reads and writes ai_assistant_threads alone, and after the
--- sync of step 3 (re-running the copy of 002) has caught the last rows
--- written by old code.
+-- application reads and writes ai_assistant_threads alone. The runner
+-- refuses it while `backfill verify ai_assistant_threads_copy` is not 0:
+-- dropping copilot_threads while it holds threads that ai_assistant_threads
+-- lacks would lose them. Run the copy again after the last old code is gone
+-- to catch the rows it wrote meanwhile.
 --
 -- Locks: DROP TABLE takes ACCESS EXCLUSIVE on copilot_threads (unused by
 -- now) and also on the tables it references, tenants and aois, because the

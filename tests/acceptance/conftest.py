@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from backfills.operations import RegistryGate
+from backfills.registry import Registry
 from core.db import create_db_engine
 from core.settings import Settings
 from migrations.executor import MigrationRunner
@@ -26,7 +28,7 @@ def own_postgres() -> Iterator[tuple[EmbeddedPostgres, str]]:
         url = create_database(server.url(), "app")
         engine = create_db_engine(url, pooled=False)
         try:
-            MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
+            MigrationRunner(engine, load_migrations(), gate=RegistryGate(engine, Registry.discover()), log=lambda _: None).up("016")
         finally:
             engine.dispose()
         yield server, url

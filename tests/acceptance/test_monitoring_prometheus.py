@@ -34,6 +34,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from backfills.operations import RegistryGate
+from backfills.registry import Registry
 from core.db import create_db_engine
 from core.settings import Settings
 from migrations.executor import MigrationRunner
@@ -148,7 +150,7 @@ def stack(pair: Pair, settings: Settings, tmp_path: Path) -> Iterator[Stack]:
     """Sample data on the primary, three recycled worker children, the exporter and Prometheus."""
     own = replace(settings, database_url=pair.url(pair.primary))
     engine = create_db_engine(own.require_database(), pooled=False)
-    MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
+    MigrationRunner(engine, load_migrations(), gate=RegistryGate(engine, Registry.discover()), log=lambda _: None).up("016")
     sample_data.load(engine, sample_data.SampleSpec(aois=20_000, jobs=2_000, tenants=4))
     worker = WorkerProcess(own, tmp_path / "worker.log", 3, {}, ("--max-tasks-per-child", "1")).start()
     port = free_port()

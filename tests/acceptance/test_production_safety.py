@@ -14,6 +14,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from backfills.operations import RegistryGate
+from backfills.registry import Registry
 from core.db import create_db_engine
 from core.settings import Settings
 from migrations.executor import MigrationRunner
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.slow
 def prepare(url: str, aois: int) -> None:
     """Schema 016 and `aois` sample AOIs in the database at `url`."""
     engine = create_db_engine(url, pooled=False)
-    MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
+    MigrationRunner(engine, load_migrations(), gate=RegistryGate(engine, Registry.discover()), log=lambda _: None).up("016")
     sample_data.load(engine, sample_data.SampleSpec(aois=aois, jobs=100, bad_rows=False))
     engine.dispose()
 

@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from backfills.control import Checkpoint, RunControl
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
+from backfills.operations import RegistryGate
+from backfills.registry import Registry
 from core.db import create_db_engine
 from core.settings import Settings
 from migrations.executor import MigrationRunner
@@ -281,7 +283,7 @@ def test_replication_lag_moves_with_a_standby_whose_replay_is_paused(
     with primary_and_standby() as pair:
         primary_url = pair.url(pair.primary)
         engine = create_db_engine(primary_url, pooled=False)
-        MigrationRunner(engine, load_migrations(), log=lambda _: None).up("016")
+        MigrationRunner(engine, load_migrations(), gate=RegistryGate(engine, Registry.discover()), log=lambda _: None).up("016")
         url = exporter(settings=replace(settings, database_url=primary_url))
         replicas = wait_for(lambda: [dict(l)["replica"] for (n, l) in scrape(url)
                                      if n == "backfill_replication_lag_seconds"], 30, "the standby to be reported")

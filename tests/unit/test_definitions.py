@@ -7,16 +7,18 @@ import types
 
 import pytest
 
-from backfills.definition import Backfill, DefinitionError
+from backfills.definition import Backfill, CopyInto, DefinitionError
 from backfills.registry import Registry, UnknownBackfill
 
 SPEC_TABLES = {
+    "ai_assistant_threads_copy": "copilot_threads",
     "aois_status": "aois",
     "aois_area_ha_numeric": "aois",
     "jobs_tenant_id": "jobs",
     "jobs_error_message": "jobs",
 }
 SPEC_WRITES = {
+    "ai_assistant_threads_copy": set(),
     "aois_status": {"status"},
     "aois_area_ha_numeric": {"area_ha_new"},
     "jobs_tenant_id": {"tenant_id"},
@@ -29,7 +31,7 @@ def registry() -> Registry:
     return Registry.discover()
 
 
-def test_registry_discovers_exactly_the_four_spec_backfills(registry: Registry) -> None:
+def test_registry_discovers_exactly_the_five_spec_backfills(registry: Registry) -> None:
     assert sorted(registry.backfills) == sorted(SPEC_TABLES)
     assert sorted(d.name for d in registry) == sorted(SPEC_TABLES)
 
@@ -50,6 +52,47 @@ def test_only_backfills_with_row_errors_have_a_validity_check(registry: Registry
     assert registry.get("jobs_error_message").invalid_reason is None
     assert registry.get("aois_area_ha_numeric").invalid_reason
     assert registry.get("jobs_tenant_id").invalid_reason
+
+
+def test_the_thread_copy_inserts_every_column_of_the_old_table_into_the_new_one(registry: Registry) -> None:
+    definition = registry.get("ai_assistant_threads_copy")
+    assert definition.kind == "copy" and definition.into is not None
+    assert definition.into.table == "ai_assistant_threads"
+    assert definition.key == ("id",)
+    assert dict(definition.into.columns) == {c: f"s.{c}" for c in
+                                             ("id", "tenant_id", "aoi_id", "title", "status", "created_at", "updated_at")}
+    assert definition.needs == ('NOT EXISTS (SELECT 1 FROM "public"."ai_assistant_threads" target '
+                                'WHERE target."id" = t."id")')
+    assert registry.get("aois_status").kind == "update"
+
+
+def _copy(**changes: object) -> Backfill:
+    base: dict[str, object] = {"name": "c", "table": "src", "description": "d", "key": ("id",),
+                               "into": CopyInto(table="dst", columns={"id": "s.id", "v": "s.v"})}
+    base.update(changes)
+    return Backfill(**base)  # type: ignore[arg-type]
+
+
+def test_a_copy_derives_its_rows_to_do_over_every_key_column() -> None:
+    d = _copy(key=("a", "b"), into=CopyInto(table="dst", schema="app", columns={"a": "s.a", "b": "s.b"}))
+    assert d.needs == ('NOT EXISTS (SELECT 1 FROM "app"."dst" target WHERE target."a" = t."a" '
+                       'AND target."b" = t."b")')
+    assert d.sets == {}
+
+
+@pytest.mark.parametrize("changes", [
+    {"key": ()},
+    {"into": CopyInto(table="dst", columns={"v": "s.v"})},
+    {"into": CopyInto(table="dst", columns={})},
+    {"into": CopyInto(table="Dst", columns={"id": "s.id"})},
+    {"into": CopyInto(table="dst", columns={"id": "s.id", "a b": "1"})},
+    {"sets": {"v": "1"}},
+    {"needs": "t.v IS NULL"},
+    {"invalid_reason": "'no'"},
+], ids=repr)
+def test_malformed_copies_are_rejected(changes: dict[str, object]) -> None:
+    with pytest.raises(DefinitionError):
+        _copy(**changes)
 
 
 def test_jobs_tenant_id_is_not_tenant_scopable(registry: Registry) -> None:

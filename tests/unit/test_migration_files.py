@@ -119,7 +119,7 @@ def test_shipped_migrations_numbering_and_gates() -> None:
     assert [f.version for f in files] == [f"{n:03d}" for n in range(1, 20)] + ["101", "103"]
     by_version = {f.version: f for f in files}
     gates = {v: f.requires_backfill for v, f in by_version.items() if f.requires_backfill}
-    assert gates == {"017": ("aois_status",), "018": ("jobs_tenant_id",), "019": ("aois_area_ha_numeric",)}
+    assert gates == {"003": ("ai_assistant_threads_copy",), "017": ("aois_status",), "018": ("jobs_tenant_id",), "019": ("aois_area_ha_numeric",)}
     assert all(f.down_sql is not None for f in files), "every shipped migration can be reverted"
     no_tx = sorted(v for v, f in by_version.items() if not f.transactional)
     assert no_tx == ["002", "006", "008", "011", "012", "017", "018"]
@@ -166,7 +166,6 @@ def test_shipped_waivers_exist_where_expected() -> None:
                 if match:
                     found.setdefault(f"{path.parent.name}/{path.name}", []).append(match["rule"])
     assert found == {
-        "sql/002_add_ai_assistant_threads.sql": ["bulk-data-change"],
         "sql/019_swap_aois_area_ha.sql": ["rename"],
         "down/003_drop_copilot_threads.sql": ["bulk-data-change"],
         "down/019_swap_aois_area_ha.sql": ["rename", "bulk-data-change"],
