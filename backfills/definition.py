@@ -99,10 +99,12 @@ class Backfill:
             raise DefinitionError(f"backfill {self.name!r} has an empty `needs` predicate")
 
     def _derive_copy(self, into: CopyInto) -> None:
-        """A copy's rows to do are the source rows whose key the target lacks."""
+        """A copy's rows to do are the source rows whose key the target lacks, each looked
+        up in the target's key index (`OFFSET 0` keeps the planner from turning the probe
+        into an anti-join, which may read the whole target for every batch)."""
         into.validate(self.name, self.key)
         match = " AND ".join(f'target."{k}" = t."{k}"' for k in self.key)
-        derived = f"NOT EXISTS (SELECT 1 FROM {into.qualified_table} target WHERE {match})"
+        derived = f"NOT EXISTS (SELECT 1 FROM {into.qualified_table} target WHERE {match} OFFSET 0)"
         if self.sets or self.invalid_reason or self.needs not in ("", derived):
             raise DefinitionError(f"backfill {self.name!r} copies rows: `needs`, `sets` and `invalid_reason` "
                                   f"belong to in-place backfills (the target's constraints decide what fails)")

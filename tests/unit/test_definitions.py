@@ -62,7 +62,7 @@ def test_the_thread_copy_inserts_every_column_of_the_old_table_into_the_new_one(
     assert dict(definition.into.columns) == {c: f"s.{c}" for c in
                                              ("id", "tenant_id", "aoi_id", "title", "status", "created_at", "updated_at")}
     assert definition.needs == ('NOT EXISTS (SELECT 1 FROM "public"."ai_assistant_threads" target '
-                                'WHERE target."id" = t."id")')
+                                'WHERE target."id" = t."id" OFFSET 0)')
     assert registry.get("aois_status").kind == "update"
 
 
@@ -76,7 +76,7 @@ def _copy(**changes: object) -> Backfill:
 def test_a_copy_derives_its_rows_to_do_over_every_key_column() -> None:
     d = _copy(key=("a", "b"), into=CopyInto(table="dst", schema="app", columns={"a": "s.a", "b": "s.b"}))
     assert d.needs == ('NOT EXISTS (SELECT 1 FROM "app"."dst" target WHERE target."a" = t."a" '
-                       'AND target."b" = t."b")')
+                       'AND target."b" = t."b" OFFSET 0)')
     assert d.sets == {}
 
 
