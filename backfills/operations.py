@@ -23,8 +23,10 @@ from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
 from backfills.states import TERMINAL, check_transition
 
-__all__ = ["Dispatch", "Resources", "RegistryGate", "BadInput", "count_remaining", "enqueue", "check", "CheckReport",
-           "control_run", "retune", "status_of", "retry_errors"]
+__all__ = ["Dispatch", "Resources", "RegistryGate", "BadInput", "count_remaining", "count_remaining_if_present",
+           "enqueue", "check", "CheckReport", "control_run", "retune", "status_of", "retry_errors"]
+
+_GONE = ("42P01", "42703")  # undefined table, undefined column
 
 
 class BadInput(ValueError):
@@ -80,6 +82,17 @@ def count_remaining(engine: sa.Engine, definition: Backfill, tenant: str | None 
     sql = build(definition, (), _scope_for(definition, tenant)).remaining()
     with engine.connect() as conn:
         return int(conn.execute(sa.text(sql), {"tenant": tenant}).scalar_one())
+
+
+def count_remaining_if_present(engine: sa.Engine, definition: Backfill) -> int | None:
+    """Like `count_remaining`, but None when the backfill's table or column no longer
+    exists (its contract migration has run: e.g. a copy's source table was dropped)."""
+    try:
+        return count_remaining(engine, definition)
+    except sa.exc.ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) in _GONE:
+            return None
+        raise
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from backfills.operations import check as run_check
-from backfills.operations import count_remaining, parse_tenant
+from backfills.operations import count_remaining, count_remaining_if_present, parse_tenant
 from worker.cli.common import EXIT_FAILURE, CliState, command_errors, echo_json, fail, pass_state
 from worker.cli.options import options_from, run_options
 
@@ -20,13 +20,14 @@ def list_backfills(state: CliState, as_json: bool) -> None:
     """Registered backfills: name, table, description, rows remaining."""
     rows = [{"name": d.name, "table": d.table, "description": d.description,
              "tenant_scopable": d.tenant_scopable,
-             "rows_remaining_estimate": count_remaining(state.engine, d)} for d in state.registry]
+             "rows_remaining_estimate": count_remaining_if_present(state.engine, d)} for d in state.registry]
     if as_json:
         echo_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['name']:<24} {row['table']:<8} {row['rows_remaining_estimate']:>12,} rows to do  "
-                   f"{row['description']}")
+        remaining = row["rows_remaining_estimate"]
+        todo = f"{remaining:>12,} rows to do" if remaining is not None else f"{'(table gone)':>23}"
+        click.echo(f"{row['name']:<26} {row['table']:<16} {todo}  {row['description']}")
 
 
 @click.command("check")
