@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from backfills.definition import Backfill
+from backfills.definition import Backfill, CopyInto
 from backfills.keyset import KeyColumn, Scope, build, key_params
 
 TENANT = "0b9c5a34-1111-4222-8333-444455556666"
@@ -180,3 +180,30 @@ def test_quoted_qualified_table() -> None:
 ])
 def test_key_params(prefix: str, values: list[str] | None, expected: dict[str, str]) -> None:
     assert key_params(prefix, values) == expected
+
+
+COPY = Backfill(name="things_copy", table="things", description="d", key=("id",), tenant_column="tenant_id",
+                into=CopyInto(table="things_v2", columns={"id": "s.id", "label": "upper(s.name)"}))
+
+
+def test_a_copy_batch_inserts_the_missing_rows_of_its_range_without_locking_them() -> None:
+    sql = norm(build(COPY, UUID_KEY, Scope(tenant=TENANT)).batch(with_cursor=True))
+    changed = sql.split("changed AS (")[1].split("rejected AS")[0]
+    assert changed.startswith('INSERT INTO "public"."things_v2" ("id", "label") SELECT s.id, upper(s.name) '
+                              'FROM (SELECT t.* FROM "public"."things" t, bounds b WHERE ')
+    assert 't."id" > CAST(:c0 AS uuid) AND t."id" <= b."id"' in changed
+    assert 't."tenant_id" = CAST(:tenant AS uuid)' in changed
+    assert ('NOT EXISTS (SELECT 1 FROM "public"."things_v2" target WHERE target."id" = t."id" OFFSET 0)'
+            in changed)
+    assert changed.endswith(') s ON CONFLICT ("id") DO NOTHING RETURNING 1), ')
+    assert "FOR NO KEY UPDATE" not in sql and "locked AS" not in sql
+    assert "rejected AS (SELECT 1 WHERE false)" in sql and "skipped AS (SELECT 1 WHERE false)" in sql
+    assert "p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)" in sql.split("progress AS")[1]
+
+
+def test_a_copy_revisits_skipped_keys_with_the_same_insert() -> None:
+    sql = norm(build(COPY, UUID_KEY).revisit())
+    changed = sql.split("changed AS (")[1].split("rejected AS")[0]
+    assert changed.startswith('INSERT INTO "public"."things_v2" ("id", "label") SELECT s.id, upper(s.name) '
+                              'FROM (SELECT t.* FROM "public"."things" t, locked l WHERE t."id" = l."id" AND ')
+    assert 'ON CONFLICT ("id") DO NOTHING RETURNING 1' in changed
