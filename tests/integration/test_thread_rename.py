@@ -47,6 +47,10 @@ def runner(engine: sa.Engine) -> MigrationRunner:
                            log=lambda _: None)
 
 
+def _applied_app(engine: sa.Engine) -> list[str]:
+    return [v for v in applied_versions(engine) if int(v) < 100]
+
+
 def _threads(engine: sa.Engine, table: str) -> list[tuple[object, ...]]:
     return [tuple(r) for r in rows(engine, f"SELECT {COLUMNS} FROM {table} ORDER BY id")]
 
@@ -60,7 +64,7 @@ def test_the_drop_waits_for_the_copy_and_down_003_restores_the_old_table(expande
     assert one_error_line(refused).startswith(
         f"error: 003_drop_copilot_threads.sql requires backfill ai_assistant_threads_copy: {THREADS + 1} rows "
         f"still need it")
-    assert applied_versions(engine) == ["001", "002", "101"]
+    assert _applied_app(engine) == ["001", "002"]
 
     definition = Registry.discover().get("ai_assistant_threads_copy")
     run = new_run(engine, definition.name)
@@ -73,7 +77,7 @@ def test_the_drop_waits_for_the_copy_and_down_003_restores_the_old_table(expande
 
     with pytest.raises(BackfillRequired, match="ai_assistant_threads_copy: 1 rows still need it"):
         runner(engine).up()
-    assert applied_versions(engine) == ["001", "002", "101"]
+    assert _applied_app(engine) == ["001", "002"]
 
     execute(engine, f"DELETE FROM copilot_threads WHERE id = '{ORPHAN}'")  # the operator's decision
     old = _threads(engine, "copilot_threads")
