@@ -1,5 +1,6 @@
-"""The quickstart: real servers, sample data with bad rows, a real worker process, the
-four backfills with live progress, the contract migrations gated on them, a summary.
+"""The quickstart: real servers, the runbook's table rename done by a copy backfill while
+the application writes, sample data with bad rows, a real worker process, the four column
+backfills with live progress, the contract migrations gated on them, a summary.
 Everything it starts, it stops."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
@@ -61,25 +63,30 @@ class Demo:
             engine, registry = runtime.engine, runtime.registry
             runner = MigrationRunner(engine, load_migrations(), gate=ops.RegistryGate(engine, registry),
                                      log=lambda line: self.say(f"  [dim]{line}[/dim]"))
-            self._step("1. Expand: apply migrations up to 016 (DDL only, no data rewrite)")
-            runner.up("016")
-            self._step(f"2. Sample data: {self.options.rows:,} AOIs and {self.options.rows // 2:,} jobs, with bad rows")
-            sample_data.load(engine, sample_data.SampleSpec(aois=self.options.rows, jobs=self.options.rows // 2))
+            threads = max(100, self.options.rows // 10)
+            self._step(f"1. Expand: migrate up to 002 (the new table ai_assistant_threads, DDL only); "
+                       f"{threads:,} old threads in copilot_threads")
+            runner.up("002")
+            sample_data.load_threads(engine, threads)
             res = runtime.resources
-            for definition in registry:
-                self.say(f"  {definition.name:<22} {ops.count_remaining(engine, definition):>9,} rows to do")
-            self._step("3. A real worker process (backfill worker --concurrency 2) and the metrics exporter")
+            self._step("2. A real worker process (backfill worker --concurrency 2) and the metrics exporter")
             self._start(stack, settings, "worker", ["worker", "--concurrency", "2"])
             port = free_port()
             self._start(stack, settings, "exporter", ["exporter", "--port", str(port)])
             metrics_url = f"http://127.0.0.1:{port}/metrics"
             self.say(f"  metrics: {metrics_url}")
-            self._step("4. The four backfills, enqueued at once; live progress")
-            runs = [ops.enqueue(res, d.name, RunOptions()).id for d in registry]
-            watch(res, runs, interval=0.5, console=self.console)
+            runs = [self._rename(res, runner, engine)]
+            self._step(f"4. Sample data: {self.options.rows:,} AOIs and {self.options.rows // 2:,} jobs, with bad rows")
+            sample_data.load(engine, sample_data.SampleSpec(aois=self.options.rows, jobs=self.options.rows // 2))
+            columns = [d for d in registry if d.into is None]
+            for definition in columns:
+                self.say(f"  {definition.name:<22} {ops.count_remaining(engine, definition):>9,} rows to do")
+            self._step(f"5. The {len(columns)} column backfills, enqueued at once; live progress")
+            runs += [ops.enqueue(res, d.name, RunOptions()).id for d in columns]
+            watch(res, runs[1:], interval=0.5, console=self.console)
             self._summary(res, runs)
             self._contract(res, runner, runs, engine)
-            self._step("7. migrate status")
+            self._step("8. migrate status")
             for row in status_rows(runner.files, runner.applied()):
                 mark = "[green]applied[/green]" if row["applied"] else "[yellow]pending[/yellow]"
                 self.say(f"  {row['version']} {mark} {row['name']}")
@@ -161,7 +168,7 @@ class Demo:
             self.say("  stopping")
 
     def _summary(self, res: ops.Resources, runs: list[str]) -> None:
-        self._step("5. Summary")
+        self._step("6. Summary")
         table = Table()
         for column in ("backfill", "state", "rows changed", "row errors", "batches", "seconds", "rows/s"):
             table.add_column(column)
@@ -173,8 +180,29 @@ class Demo:
                           f"{run.batches:,}", f"{seconds:.1f}", f"{rate:,.0f}")
         self.console.print(table)
 
+    def _rename(self, res: ops.Resources, runner: MigrationRunner, engine: sa.Engine) -> str:
+        """The runbook's rename: the drop refused while threads are missing, the copy while
+        the application writes both tables, the drop applied once the copy verifies."""
+        self._step("3. The rename copilot_threads -> ai_assistant_threads (runbook steps 2-5)")
+        try:
+            runner.up("016")
+        except BackfillRequired as exc:
+            self.say(f"  [red]refused:[/red] {exc}")
+        writer = sample_data.ThreadWriter(engine).start()
+        self.say("  the application now writes every new thread to both tables (step 2)")
+        run = ops.enqueue(res, "ai_assistant_threads_copy", RunOptions()).id
+        watch(res, [run], interval=0.5, console=self.console)
+        self.say("")
+        written = writer.stop()
+        self.say(f"  the application wrote {written:,} threads to both tables meanwhile; "
+                 f"reads and writes now use ai_assistant_threads alone (step 4)")
+        remaining = ops.count_remaining(engine, res.registry.get("ai_assistant_threads_copy"))
+        self.say(f"  backfill verify ai_assistant_threads_copy: {remaining}")
+        runner.up("016")
+        return run
+
     def _contract(self, res: ops.Resources, runner: MigrationRunner, runs: list[str], engine: object) -> None:
-        self._step("6. Contract: migrate up (017-019 wait on their backfills)")
+        self._step("7. Contract: migrate up (017-019 wait on their backfills)")
         try:
             runner.up()
         except BackfillRequired as exc:

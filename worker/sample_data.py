@@ -1,5 +1,7 @@
 """Sample data at the expanded schema (016): rows as they were before the expand
-migrations, including bad rows of every kind the four backfills must handle.
+migrations, including bad rows of every kind the four column backfills must handle;
+and old assistant threads at 002, with a writer that plays the application during the
+copilot_threads -> ai_assistant_threads rename.
 
 Loading needs a superuser session (it sets `session_replication_role = replica` so that
 the 015 sync trigger and the foreign keys do not touch "old" rows): fine for the demo,
@@ -8,11 +10,12 @@ tests and benchmarks, which own their servers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-__all__ = ["BAD_AREAS", "SampleSpec", "load", "fix_bad_rows"]
+__all__ = ["BAD_AREAS", "SampleSpec", "ThreadWriter", "load", "load_threads", "fix_bad_rows"]
 
 # area_ha values that cannot become NUMERIC(10,2)
 BAD_AREAS = ("'NaN'", "'Infinity'", "'-Infinity'", "1e12", "99999999.996", "-123456789.5")
@@ -46,7 +49,7 @@ def _statements(spec: SampleSpec) -> list[str]:
     results = "(ARRAY[" + ", ".join(_RESULTS) + f"])[1 + (g / 5) % {len(_RESULTS)}]"
     stmts = [
         f"SELECT setseed({spec.seed})",
-        f"INSERT INTO tenants (name) SELECT 'tenant-' || g FROM generate_series(1, {spec.tenants}) g",
+        _tenants(spec.tenants),
         "INSERT INTO farms (tenant_id, name) SELECT id, 'farm of ' || name FROM tenants",
         f"""INSERT INTO aois (tenant_id, farm_id, name, area_ha, status, area_ha_new)
             SELECT t.id, NULL, 'aoi-' || g, round((random() * 5000)::numeric, 3)::float8, NULL, NULL
@@ -67,6 +70,62 @@ def _statements(spec: SampleSpec) -> list[str]:
             "INSERT INTO jobs (aoi_id, job_type, status) SELECT gen_random_uuid(), 'gone', 'FAILED' FROM generate_series(1, 2)",
         ]
     return stmts
+
+
+_THREAD_COLUMNS = "id, tenant_id, aoi_id, title, status, created_at, updated_at"
+
+
+def _tenants(count: int) -> str:
+    """The sample tenants, unless there are tenants already (the threads came first)."""
+    return (f"INSERT INTO tenants (name) SELECT 'tenant-' || g FROM generate_series(1, {count}) g "
+            f"WHERE NOT EXISTS (SELECT 1 FROM tenants)")
+
+
+def load_threads(engine: sa.Engine, threads: int, tenants: int = SampleSpec.tenants) -> None:
+    """Old assistant threads in copilot_threads, at schema 002 (before the rename's copy)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(_tenants(tenants)))
+        conn.execute(sa.text(
+            f"INSERT INTO copilot_threads (tenant_id, title, status, created_at) "
+            f"SELECT t.id, 'thread ' || g, (ARRAY['OPEN', 'CLOSED'])[1 + g % 2], now() - g * interval '1 minute' "
+            f"FROM generate_series(1, {threads}) g "
+            f"JOIN (SELECT id, row_number() OVER (ORDER BY name) - 1 AS i FROM tenants) t ON t.i = g % {tenants}"))
+        conn.execute(sa.text("ANALYZE copilot_threads"))
+
+
+@dataclass
+class ThreadWriter:
+    """The application during the rename, in a thread: code that writes every new thread
+    to both tables in one transaction (runbook step 2), until `stop`."""
+
+    engine: sa.Engine
+    written: int = 0
+    halt: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> ThreadWriter:
+        """Write a thread every few milliseconds."""
+        self.thread = threading.Thread(target=self._write, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> int:
+        """Stop after the write in flight; the number of threads written."""
+        self.halt.set()
+        if self.thread is not None:
+            self.thread.join(30)
+        return self.written
+
+    def _write(self) -> None:
+        while not self.halt.is_set():
+            with self.engine.begin() as conn:
+                new_id = conn.execute(sa.text(
+                    "INSERT INTO copilot_threads (tenant_id, title) SELECT id, 'new thread' FROM tenants "
+                    "ORDER BY name LIMIT 1 RETURNING id")).scalar_one()
+                conn.execute(sa.text(f"INSERT INTO ai_assistant_threads ({_THREAD_COLUMNS}) "
+                                     f"SELECT {_THREAD_COLUMNS} FROM copilot_threads WHERE id = :i"), {"i": new_id})
+            self.written += 1
+            self.halt.wait(0.005)
 
 
 def load(engine: sa.Engine, spec: SampleSpec = SampleSpec()) -> None:
