@@ -28,7 +28,7 @@ from core.databases import drop_database
 from core.db import with_database
 from core.settings import Settings
 
-BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id")
+BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id", "ai_assistant_threads_copy")
 FOREGROUND_SECONDS = 20.0
 WORKER_METHODS = (("worker_sleep0", ["--sleep", "0"], 0.0), ("worker_defaults", [], 0.1))
 RESULTS = harness.REPO / "bench" / "results"
@@ -225,7 +225,8 @@ def main() -> None:
         for rows in sizes:
             reps = reps_by_size[rows]
             log(f"building a template with {rows:,} AOIs and {rows:,} jobs")
-            template = harness.build_template(srv.admin_url, rows, rows)
+            copies = "ai_assistant_threads_copy" in args.backfills.split(",")
+            template = harness.build_template(srv.admin_url, rows, rows, threads=rows if copies else 0)
             keys = foreground.prepare_keys(with_database(srv.admin_url, template))
             alone = foreground_alone(srv, template, keys)
             log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms (median of 3)")

@@ -230,8 +230,10 @@ def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: flo
                            statistics.median(durations), percentile(durations, 99), peak_rss_mb, sum(durations))
 
 
-def build_template(admin_url: str, aois: int, jobs: int) -> str:
-    """A database at schema 016 with sample data and numbered keys for the foreground load."""
+def build_template(admin_url: str, aois: int, jobs: int, threads: int = 0) -> str:
+    """A database at schema 016 with sample data and numbered keys for the foreground load;
+    with `threads`, also the rename's old table as it was before 003, that many threads in
+    it and none copied yet."""
     from backfills.operations import RegistryGate
     from backfills.registry import Registry
     from migrations.executor import MigrationRunner
@@ -243,6 +245,10 @@ def build_template(admin_url: str, aois: int, jobs: int) -> str:
     engine = create_db_engine(url, pooled=False)
     MigrationRunner(engine, load_migrations(), gate=RegistryGate(engine, Registry.discover()), log=lambda _: None).up("016")
     sample_data.load(engine, sample_data.SampleSpec(aois=aois, jobs=jobs))
+    if threads:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE copilot_threads (LIKE ai_assistant_threads INCLUDING ALL)"))
+        sample_data.load_threads(engine, threads)
     engine.dispose()
     checkpoint(url)
     return name

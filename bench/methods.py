@@ -1,7 +1,8 @@
 """The ways of doing one backfill that the benchmark compares, each on its own copy.
 
-(a) one plain UPDATE, the physical limit; (b) the runbook's `DO $$` loop with 10k
-batches (verbatim, with its 0.1 s sleep); (c) our worker with throttling off
+(a) one plain UPDATE (for the copy: one plain INSERT ... SELECT), the physical limit;
+(b) the runbook's `DO $$` loop with 10k batches (verbatim, with its 0.1 s sleep; for the
+copy: the runbook's one-statement sync); (c) our worker with throttling off
 (`--sleep 0`); (d) our worker with defaults; and a bare keyset loop (the same batch
 statement in a Python loop, no Celery, no Redis, no hooks) to price the framework.
 """
@@ -32,6 +33,8 @@ PLAIN = {
                             "AND area_ha NOT IN ('NaN', 'Infinity', '-Infinity') AND abs(area_ha) < 99999999.995",
     "jobs_tenant_id": "UPDATE jobs j SET tenant_id = a.tenant_id FROM aois a "
                       "WHERE a.id = j.aoi_id AND j.tenant_id IS NULL",
+    # the runbook's rename, step 1: one INSERT ... SELECT
+    "ai_assistant_threads_copy": "INSERT INTO ai_assistant_threads SELECT * FROM copilot_threads",
 }
 
 # The runbook's loop (runbook-migrations.md, "Update 1M rows"), per backfill.
@@ -57,6 +60,9 @@ RUNBOOK = {
     "jobs_tenant_id": _LOOP.format(update="UPDATE jobs SET tenant_id = (SELECT tenant_id FROM aois "
                                           "WHERE aois.id = jobs.aoi_id) WHERE id IN (SELECT id FROM jobs "
                                           "WHERE tenant_id IS NULL LIMIT batch_size)"),
+    # the runbook's rename has no loop: its step 3 ("sync") is one statement
+    "ai_assistant_threads_copy": "INSERT INTO ai_assistant_threads SELECT * FROM copilot_threads "
+                                 "WHERE id NOT IN (SELECT id FROM ai_assistant_threads)",
 }
 
 
