@@ -12,10 +12,9 @@ import time
 
 import sqlalchemy as sa
 
-from tests.support.checks import (cli, counters, enqueue, expect_exit, table_rows, wait_for_batches, wait_run,
+from tests.support.checks import (cli, counters, deliver_again, enqueue, expect_exit, table_rows, wait_for_batches, wait_run,
                                   wait_until)
 from tests.support.copies import NoteWriter, assert_copy_exact, blank_ids, create_notes, load_notes
-from worker.app import create_app
 from worker.settings import Settings
 
 BATCH = ["--batch-size", "1000", "--sleep", "0.02"]
@@ -74,13 +73,7 @@ def test_a_copy_survives_sigkill_restarts_and_duplicate_deliveries(settings: Set
         assert counters(engine, run_id).state == "running", "the copy ended before the kill (make it bigger)"
         worker.kill_group()
         worker = workers(concurrency=2)
-    app = create_app(settings)[0]
-    try:
-        for _ in range(4):
-            app.send_task("backfill.run_part", args=[run_id, 0], queue=settings.queue)
-            time.sleep(0.05)
-    finally:
-        app.close()
+    deliver_again(settings, run_id, 4, 0.05)
     expect_exit(wait_run(settings, run_id, 120), 3, "the copy after two kills and duplicate deliveries")
 
     assert_copy_exact(engine, {}, refused)

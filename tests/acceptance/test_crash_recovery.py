@@ -15,10 +15,9 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from tests.support.checks import (AreaBaseline, area_baseline, assert_area_backfill_exact,
-                                  assert_status_backfill_exact, counters, enqueue, enqueue_many, expect_exit,
-                                  load_aois, precondition, status_baseline, table_rows, wait_for_batches, wait_runs,
-                                  wait_until)
-from worker.runtime import celery_app
+                                  assert_status_backfill_exact, counters, deliver_again, enqueue, enqueue_many,
+                                  expect_exit, load_aois, precondition, status_baseline, table_rows, wait_for_batches,
+                                  wait_runs, wait_until)
 from core.db import create_db_engine
 from core.settings import Settings
 
@@ -148,13 +147,7 @@ def test_the_same_task_delivered_twice_never_runs_two_batches_at_once(settings: 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    app = celery_app(settings)
-    try:
-        for _ in range(5):
-            app.send_task("backfill.run_part", args=[run_id, 0], queue=settings.queue)
-            time.sleep(0.1)
-    finally:
-        app.close()
+    deliver_again(settings, run_id, 5, 0.1)
     (waited,) = wait_runs(settings, [run_id], 60)
     stop.set()
     sampler.join(10)

@@ -180,6 +180,18 @@ def parallel(calls: Sequence[Callable[[], object]]) -> list:  # type: ignore[typ
     return results
 
 
+def deliver_again(settings: Settings, run_id: str, times: int, gap: float) -> None:
+    """Send the run's part-0 task `times` more times, `gap` seconds apart (duplicate deliveries)."""
+    from worker.runtime import celery_app
+    app = celery_app(settings)
+    try:
+        for _ in range(times):
+            app.send_task("backfill.run_part", args=[run_id, 0], queue=settings.queue)
+            time.sleep(gap)
+    finally:
+        app.close()
+
+
 def expect_exit(result: subprocess.CompletedProcess[str], code: int, what: str) -> None:
     assert result.returncode == code, (f"{what}: expected exit {code}, got {result.returncode}\n"
                                        f"stdout: {result.stdout}\nstderr: {result.stderr}")
