@@ -12,10 +12,10 @@ import time
 
 import sqlalchemy as sa
 
-from tests.support.checks import (cli, counters, deliver_again, enqueue, expect_exit, table_rows, wait_for_batches, wait_run,
-                                  wait_until)
+from core.settings import Settings
+from tests.support.checks import (cli, counters, deliver_again, enqueue, expect_exit, table_rows, wait_for_batches,
+                                  wait_run, wait_until)
 from tests.support.copies import NoteWriter, assert_copy_exact, blank_ids, create_notes, load_notes
-from worker.settings import Settings
 
 BATCH = ["--batch-size", "1000", "--sleep", "0.02"]
 

@@ -13,13 +13,13 @@ import sqlalchemy as sa
 
 from backfills.operations import RegistryGate, count_remaining
 from backfills.registry import Registry
+from core.db import create_db_engine
+from core.settings import Settings
 from migrations.executor import BackfillRequired, MigrationRunner
 from migrations.files import load_migrations
 from tests.support.engine_helpers import drain, execute, executor_for, new_run, rows, scalar
 from tests.support.migrations_support import applied_versions, one_error_line
 from tests.support.workers import run_cli
-from worker.db import create_db_engine
-from worker.settings import Settings
 
 THREADS = 300
 COLUMNS = "id, tenant_id, aoi_id, title, status, created_at, updated_at"
