@@ -106,8 +106,8 @@ class Demo:
         self._step("0. Servers")
         if not database_url:
             pg = EmbeddedPostgres(scratch_dir("backfill-demo-") / "pg")
-            pg.start()
             stack.callback(pg.destroy)
+            pg.start()
             database_url = pg.url()
             self.say(f"  embedded PostgreSQL (pid {pg.pid()}) at {database_url}")
         else:

