@@ -18,14 +18,16 @@ import pwd
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CACHE_ROOT", "EmbeddedServerError", "Identity", "Installation", "allows", "first_unreachable",
-           "prepare", "runnable_bin_dir", "stamp"]
+__all__ = ["CACHE_ROOT", "UNUSED_FOR", "EmbeddedServerError", "Identity", "Installation", "allows",
+           "first_unreachable", "prepare", "runnable_bin_dir", "stale", "stamp"]
 
 CACHE_ROOT = Path("/var/tmp/backfill-pginstall")
+UNUSED_FOR = 7 * 86400  # seconds after its last use a copy is removed (a half-written one: a day)
 _READ, _EXEC = 0o4, 0o1
 
 
@@ -150,12 +152,27 @@ def _open_modes(paths: Iterable[Path]) -> None:
         path.chmod(0o755 if executable else 0o644)
 
 
+def stale(name: str, mtime: float, now: float) -> bool:
+    """Whether a cache entry is to be removed: a copy unused for `UNUSED_FOR`, a partial one after a day."""
+    return now - mtime > (86400 if name.startswith(".partial-") else UNUSED_FOR)
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Mark `keep` as used now; remove the stale entries beside it."""
+    os.utime(keep)
+    now = time.time()
+    for entry in root.iterdir():
+        if entry != keep and stale(entry.name, entry.lstat().st_mtime, now):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def prepare(install: Installation, cache_root: Path = CACHE_ROOT) -> Path:
     """A readable copy of `install` under `cache_root` (reused while its stamp holds): the
     copy's bin directory. Written beside the target, then renamed into place."""
     root = _safe_cache_root(cache_root)
     target = root / stamp(install)
     if target.is_dir():
+        _prune(root, target)
         return target / install.bin
     partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     try:
@@ -169,6 +186,7 @@ def prepare(install: Installation, cache_root: Path = CACHE_ROOT) -> Path:
             raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    _prune(root, target)
     return target / install.bin
 
 

@@ -87,7 +87,12 @@ def test_concurrent_preparers_publish_one_complete_copy(private_install: Install
     assert first_unreachable(Installation(cache / bin_dir.relative_to(cache).parts[0], private_install.bin,
                                           private_install.parts), Identity.of(SERVICE_USER)) is None
     inode = bin_dir.stat().st_ino
+    old, fresh = cache / ("0" * 20), cache / ".partial-fresh"
+    old.mkdir()
+    fresh.mkdir()
+    os.utime(old, (0, 0))
     assert prepare(private_install, cache) == bin_dir and bin_dir.stat().st_ino == inode  # reused, not recopied
+    assert not old.exists() and fresh.exists()  # a long unused copy is removed, a copy in progress is not
 
 
 def test_demo_without_usable_binaries_is_one_sentence_and_exit_2(tmp_path: Path) -> None:

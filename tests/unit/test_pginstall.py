@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from worker.pginstall import Identity, Installation, allows, stamp
+from worker.pginstall import UNUSED_FOR, Identity, Installation, allows, stale, stamp
 
 WHO = Identity(uid=1000, gids=frozenset({100}))
 
@@ -57,3 +57,11 @@ def test_the_stamp_follows_version_and_files(tmp_path: Path) -> None:
     assert stamp(Installation.of_bin_dir(tmp_path / "pg" / "bin", "1.1")) != before
     (tmp_path / "pg" / "lib" / "y.so").write_text("new")
     assert stamp(install) != before
+
+
+def test_copies_unused_for_a_week_and_partial_ones_after_a_day_are_stale() -> None:
+    now = 1_000_000_000.0
+    assert not stale("b7021062eafb408a7d2a", now - UNUSED_FOR + 60, now)
+    assert stale("b7021062eafb408a7d2a", now - UNUSED_FOR - 60, now)
+    assert not stale(".partial-x1", now - 3600, now)
+    assert stale(".partial-x1", now - 2 * 86400, now)
