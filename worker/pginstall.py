@@ -109,11 +109,10 @@ def _needed(st: os.stat_result, in_bin: bool) -> int:
 def first_unreachable(install: Installation, who: Identity) -> Path | None:
     """The first path of the installation `who` cannot use (an ancestor it cannot enter, a
     directory it cannot list, a file it cannot read or a binary it cannot run), or None."""
-    for ancestor in reversed(install.root.resolve().parents):
-        if not allows(ancestor.stat(), who, _EXEC):
-            return ancestor
-    if not allows(install.root.stat(), who, _EXEC):
-        return install.root
+    between = {install.root / rel for part in install.parts for rel in Path(part).parents}  # `.` is the root
+    for directory in [*reversed(install.root.resolve().parents), *sorted(between)]:
+        if not allows(directory.stat(), who, _EXEC):
+            return directory
     bin_top = install.root / install.bin
     for path in install.files():
         st = path.stat()

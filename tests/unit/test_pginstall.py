@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
-from worker.pginstall import UNUSED_FOR, Identity, Installation, allows, stale, stamp
+from worker.pginstall import UNUSED_FOR, Identity, Installation, allows, first_unreachable, stale, stamp
 
 WHO = Identity(uid=1000, gids=frozenset({100}))
 
@@ -65,3 +67,20 @@ def test_copies_unused_for_a_week_and_partial_ones_after_a_day_are_stale() -> No
     assert stale("b7021062eafb408a7d2a", now - UNUSED_FOR - 60, now)
     assert not stale(".partial-x1", now - 3600, now)
     assert stale(".partial-x1", now - 2 * 86400, now)
+
+
+def test_a_closed_directory_between_the_root_and_a_part_is_found() -> None:
+    top = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp and every ancestor are open to all
+    try:
+        top.chmod(0o755)
+        _tree(top, "pkg/pginstall/bin/postgres", "pkg.libs/libpq.so")
+        install = Installation.of_bin_dir(top / "pkg" / "pginstall" / "bin")
+        (top / "pkg" / "pginstall" / "bin" / "postgres").chmod(0o644)
+        stranger = Identity(uid=os.geteuid() + 12345, gids=frozenset({os.getegid() + 12345}))
+        assert first_unreachable(install, stranger) == top / "pkg" / "pginstall" / "bin" / "postgres"  # not runnable
+        (top / "pkg" / "pginstall" / "bin" / "postgres").chmod(0o755)
+        assert first_unreachable(install, stranger) is None
+        (top / "pkg").chmod(0o700)
+        assert first_unreachable(install, stranger) == top / "pkg"
+    finally:
+        shutil.rmtree(top)
