@@ -95,7 +95,10 @@ class BatchSql:
                 f"ORDER BY {order} LIMIT :limit")
 
     def _range(self, with_cursor: bool) -> str:
-        conds = [f"{_tuple(self._cols('t'))} <= {_tuple(self._cols('b'))}"]
+        """The batch's rows: its key range as plain parameters (never read from the `bounds`
+        CTE, which the planner cannot see into: it would plan a third of the table and pay
+        JIT compilation for a batch of `:limit` rows) and the rows' filters."""
+        conds = [f"{_tuple(self._cols('t'))} <= {_tuple(self._params('h'))}"]
         if with_cursor:
             conds.insert(0, self._after("t"))
         return " AND ".join(conds + self._scope_filter("t") + [f"({self.definition.needs})"])

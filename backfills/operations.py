@@ -230,6 +230,7 @@ def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions,
             failing = [(r.reason, int(r.rows), r.example)
                        for r in conn.execute(sa.text(batch.invalid_summary() or ""), {"tenant": tenant})]
         explainer = BatchExecutor(engine, definition, key, scope, str(uuid.uuid4()), 0)
+        explainer.begin_batch(conn, Timeouts(options.lock_timeout, options.statement_timeout))
         statement = explainer.next_statement(conn, None, options.batch_size)
         plan = ([r[0] for r in conn.execute(sa.text("EXPLAIN " + statement[0].text), statement[1])]
                 if statement else ["(no rows: nothing to plan)"])
