@@ -1,11 +1,15 @@
 """`make bench`: every method on identical copies, in one run, reported as ratios.
 
     python -m bench [--sizes 1000000,5000000] [--reps 3 | --reps 3,1] [--runbook-reps 1] [--backfills a,b] [--quick]
+                    [--server embedded | --server production --pg-bin /usr/lib/postgresql/15/bin]
 
-`--reps` is one count for every size, or one per size.
+`--reps` is one count for every size, or one per size. `--server production` runs the
+PostgreSQL binaries of `--pg-bin` (default BACKFILL_PG_BIN) with a managed service's
+settings (harness.PRODUCTION_CONF: 256MB shared buffers, JIT on).
 
-Writes bench/results/bench.json (rewritten after every scenario, so a long run that is
-stopped still leaves what it measured), bench/results/throughput.png and the README table.
+Writes bench/results/bench.json (`bench-production.json` for the production server;
+rewritten after every scenario, so a long run that is stopped still leaves what it
+measured), a throughput plot, and the README section from every server's results.
 """
 
 from __future__ import annotations
@@ -100,6 +104,9 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
     plain: Measurement = on_copy(srv, template, lambda url, db: methods.plain_update(url, backfill))  # type: ignore[assignment]
     out["plain_update"] = plain
     log(f"  (a) plain UPDATE {plain.seconds:.1f}s")
+    if backfill in methods.PLAIN_SUBQUERY:
+        out["plain_update_subquery"] = on_copy(srv, template, lambda url, db: methods.plain_update(url, backfill, True))
+        log(f"  (a') plain UPDATE with the definition's subquery {out['plain_update_subquery'].seconds:.1f}s")  # type: ignore[attr-defined]
     if extras.bare_loop:
         out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
     for method, options, sleep in WORKER_METHODS:
@@ -139,7 +146,7 @@ def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys
         runs.append(one_repetition(srv, template, backfill, keys, extras))
         if "runbook_loop" in runs[-1]:
             outcomes.append(runs[-1]["runbook_loop"].outcome)  # type: ignore[attr-defined]
-    names = [m for m in ("plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
+    names = [m for m in ("plain_update", "plain_update_subquery", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
              if any(m in r for r in runs)]
     latency = {m: [r[f"foreground_{m}"] for r in runs if f"foreground_{m}" in r]
                for m in ("worker_sleep0", "worker_defaults")}
@@ -186,9 +193,10 @@ def bare_loop_sizes(text: str, sizes: list[int]) -> set[int]:
 
 
 def write_results(out: Path, results: dict[str, object], scenarios: list[dict[str, object]]) -> None:
-    """bench.json with the targets evaluated on what has been measured so far."""
+    """The server's results file with the targets evaluated on what has been measured so far."""
     results = {**results, "scenarios": scenarios, "targets": targets.evaluate(scenarios)}
-    (out / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    path = out / report.results_name(str(results.get("server_profile", "embedded")))
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
 def main() -> None:
@@ -205,7 +213,21 @@ def main() -> None:
     parser.add_argument("--backfills", default=",".join(BACKFILLS))
     parser.add_argument("--quick", action="store_true", help="20k rows, 1 repetition: checks the bench runs")
     parser.add_argument("--out", default=str(RESULTS), help="where to write results (default bench/results)")
+    parser.add_argument("--server", choices=harness.PROFILES, default=os.environ.get("BENCH_SERVER", "embedded"),
+                        help="embedded (default): the packaged PostgreSQL, sized to hold the tables; production: "
+                             "the binaries of --pg-bin, 256MB shared buffers, JIT on")
+    parser.add_argument("--pg-bin", default=os.environ.get("BACKFILL_PG_BIN"),
+                        help="PostgreSQL server binaries for --server production (default BACKFILL_PG_BIN)")
     args = parser.parse_args()
+    try:
+        run(args)
+    except harness.BenchSetupError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args: argparse.Namespace) -> None:
+    """The benchmark as `args` ask, on servers of its own (stopped on exit)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped bench still stops its servers
     out = Path(args.out)
     sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
@@ -214,8 +236,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     scenarios: list[dict[str, object]] = []
-    with harness.servers(sized=not args.quick) as srv:
+    with harness.servers(sized=not args.quick, profile=args.server, pg_bin=args.pg_bin) as srv:
         results: dict[str, object] = {
+            "server_profile": args.server,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(), "server": harness.server_settings(srv.admin_url)},
             "sizes": sizes, "repetitions": reps_by_size, "runbook_repetitions": args.runbook_reps,
@@ -241,9 +264,8 @@ def main() -> None:
             drop_database(srv.admin_url, template)
     results |= {"complete": True, "minutes": round((time.time() - started) / 60, 1)}
     write_results(out, results, scenarios)
-    report.plot(scenarios, out / "throughput.png")
-    section = report.markdown_table(scenarios) + "\n\n" + targets.markdown(targets.evaluate(scenarios)) + \
-        "\n\n![throughput](bench/results/throughput.png)\n"
+    report.plot(scenarios, out / report.plot_name(args.server))
+    section = report.readme_section(out)
     if not args.quick:
         report.update_readme(harness.REPO / "README.md", section)
     print(section)

@@ -29,6 +29,36 @@ REPO = Path(__file__).resolve().parents[1]
 # The embedded server is sized like a small production box: the tables fit in shared
 # buffers and checkpoints do not fire mid-measurement. Recorded in bench.json.
 SERVER_CONF = {"shared_buffers": "4GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+# A server like a managed service's: shared buffers far below the 5M tables, JIT on, WAL and
+# checkpoints at their usual values; the binaries are the operator's (BACKFILL_PG_BIN or --pg-bin).
+PRODUCTION_CONF = {"shared_buffers": "256MB", "jit": "on", "max_wal_size": "2GB", "checkpoint_timeout": "5min"}
+PROFILES = ("embedded", "production")
+
+
+class BenchSetupError(Exception):
+    """The benchmark cannot start its server as asked; the message says why."""
+
+
+def production_binaries(pg_bin: str | None) -> Path:
+    """The PostgreSQL binaries of the production profile, checked before anything starts."""
+    if not pg_bin:
+        raise BenchSetupError("--server production needs the PostgreSQL binaries to run: set BACKFILL_PG_BIN "
+                              "or give --pg-bin (e.g. /usr/lib/postgresql/15/bin)")
+    missing = [name for name in ("initdb", "pg_ctl", "postgres") if not (Path(pg_bin) / name).is_file()]
+    if missing:
+        raise BenchSetupError(f"--pg-bin {pg_bin}: no {', '.join(missing)} there; give the directory that "
+                              f"holds the PostgreSQL server binaries (`pg_config --bindir`)")
+    return Path(pg_bin)
+
+
+def require_jit(admin_url: str, pg_bin: Path) -> None:
+    """The production profile measures what JIT costs: refuse a server that cannot compile
+    (pg_jit_available() loads the JIT provider, so a missing llvmjit.so shows here)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        available = conn.execute("SELECT pg_jit_available()").fetchone()[0]  # type: ignore[index]
+    if not available:
+        raise BenchSetupError(f"the PostgreSQL in {pg_bin} has no working JIT (pg_jit_available() is false: "
+                              f"built without LLVM, or its llvmjit library is not installed)")
 
 
 @dataclass(frozen=True)
@@ -40,18 +70,26 @@ class Servers:
 
 
 @contextmanager
-def servers(sized: bool = True) -> Iterator[Servers]:
-    """Embedded servers unless DATABASE_URL/REDIS_URL are set (durable commits;
-    `sized` gives PostgreSQL SERVER_CONF, else its small defaults, for smoke runs)."""
+def servers(sized: bool = True, profile: str = "embedded", pg_bin: str | None = None) -> Iterator[Servers]:
+    """Servers of their own, stopped on exit, unless DATABASE_URL/REDIS_URL are set (durable
+    commits). `embedded`: the packaged PostgreSQL with SERVER_CONF when `sized`, else its
+    small defaults (smoke runs); `production`: the binaries in `pg_bin` with PRODUCTION_CONF."""
     pg = rd = None
     admin = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
+    if profile == "production" and admin:
+        raise BenchSetupError("--server production starts its own server from the given binaries; "
+                              "unset DATABASE_URL")
+    bin_dir = production_binaries(pg_bin) if profile == "production" else None
     try:
         if not admin:
-            pg = EmbeddedPostgres(scratch_dir("backfill-bench-") / "pg", fast=False,
-                                  extra_conf=SERVER_CONF if sized else {})
+            conf = PRODUCTION_CONF if bin_dir else (SERVER_CONF if sized else {})
+            pg = EmbeddedPostgres(scratch_dir("backfill-bench-") / "pg", fast=False, extra_conf=conf,
+                                  **({"bin_dir": bin_dir} if bin_dir else {}))
             pg.start()
             admin = pg.url()
+            if bin_dir:
+                require_jit(admin, bin_dir)
         if not redis_url:
             rd = EmbeddedRedis(scratch_dir("backfill-bench-redis-")).start()
             redis_url = rd.url
@@ -72,9 +110,11 @@ def clone(admin_url: str, template: str) -> str:
 
 def server_settings(admin_url: str) -> dict[str, str]:
     """The server settings that shape the numbers, for the results file."""
-    names = ("server_version", "shared_buffers", "max_wal_size", "fsync", "synchronous_commit", "work_mem")
+    names = ("server_version", "shared_buffers", "max_wal_size", "fsync", "synchronous_commit", "work_mem", "jit")
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        return {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
+        found = {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
+        found["jit_available"] = str(conn.execute("SELECT pg_jit_available()").fetchone()[0])  # type: ignore[index]
+    return found
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import statistics
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.methods import Measurement
 
-__all__ = ["summarize", "plot", "markdown_table", "update_readme"]
+__all__ = ["summarize", "plot", "markdown_table", "servers_table", "readme_section", "update_readme",
+           "results_name", "plot_name"]
 
 LABELS = {
     "plain_update": "(a) plain UPDATE",
+    "plain_update_subquery": "(a') plain UPDATE, the definition's subquery",
     "runbook_loop": "(b) runbook loop",
     "worker_sleep0": "(c) worker, --sleep 0",
     "worker_defaults": "(d) worker, defaults",
@@ -107,6 +110,63 @@ def markdown_table(scenarios: list[dict]) -> str:
                          f"{data.get('peak_rss_mb_max', '-')} | {data.get('wal_bytes_per_row_median', '-')} | "
                          f"{', '.join(data['outcomes'])} |")
     return "\n".join(lines)
+
+
+def results_name(server: str) -> str:
+    """The results file of one server profile (`bench.json` for the embedded one)."""
+    return "bench.json" if server == "embedded" else f"bench-{server}.json"
+
+
+def plot_name(server: str) -> str:
+    """The throughput plot of one server profile."""
+    return "throughput.png" if server == "embedded" else f"throughput-{server}.png"
+
+
+def _cell(data: dict | None, plain: float | None) -> str:
+    if not data:
+        return "- | - | -"
+    ratio = f"{data['rows_per_second_median'] / plain:.2f}x" if plain else "-"
+    return f"{data['rows_per_second_median']:,.0f} | {ratio} | {data.get('batch_p99_ms_median', '-')}"
+
+
+def servers_table(by_server: dict[str, list[dict]]) -> str:
+    """Each backfill, size and method on every server side by side: rows/s, ratio to that
+    server's (a), batch p99."""
+    names = list(by_server)
+    index = {name: {(s["backfill"], s["rows"]): s for s in scenarios} for name, scenarios in by_server.items()}
+    keys = list(dict.fromkeys(k for name in names for k in index[name]))
+    head = " | ".join(f"{n} rows/s | {n} vs (a) | {n} batch p99 ms" for n in names)
+    lines = [f"| backfill | rows | method | {head} |",
+             "| --- | ---: | --- |" + " ---: | ---: | ---: |" * len(names)]
+    for backfill, rows in keys:
+        found = {n: index[n].get((backfill, rows)) for n in names}
+        methods = [m for m in LABELS if any(s and m in s["methods"] for s in found.values())]
+        for method in methods:
+            cells = []
+            for n in names:
+                scenario = found[n]
+                plain = scenario["methods"].get("plain_update", {}).get("rows_per_second_median") if scenario else None
+                cells.append(_cell(scenario["methods"].get(method) if scenario else None, plain))
+            lines.append(f"| {backfill} | {rows:,} | {LABELS[method]} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def readme_section(out: Path) -> str:
+    """The README's benchmark section from every server's results file in `out`: the servers
+    side by side (when more than one has results), then each server's table and targets."""
+    from bench.targets import markdown
+
+    loaded = {server: json.loads((out / results_name(server)).read_text())
+              for server in ("embedded", "production") if (out / results_name(server)).exists()}
+    parts = [servers_table({s: r["scenarios"] for s, r in loaded.items()})] if len(loaded) > 1 else []
+    for server, results in loaded.items():
+        conf = results.get("machine", {}).get("server", {})
+        title = (f"**{server}**: PostgreSQL {conf.get('server_version', '?')}, shared_buffers "
+                 f"{conf.get('shared_buffers', '?')}, JIT {conf.get('jit', '?')} "
+                 f"(available: {conf.get('jit_available', '?')})")
+        parts += [title, markdown_table(results["scenarios"]), markdown(results["targets"]),
+                  f"![throughput {server}](bench/results/{plot_name(server)})"]
+    return "\n\n".join(parts) + "\n"
 
 
 def update_readme(readme: Path, section: str) -> None:

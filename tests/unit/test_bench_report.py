@@ -150,3 +150,31 @@ def test_autovacuum_runs_are_reported_as_the_most_any_repetition_saw() -> None:
     runs = [_m("worker_sleep0", 100, autovacuums=0), _m("worker_sleep0", 100, autovacuums=2), _m("worker_sleep0", 100)]
     assert report.summarize(runs)["autovacuums_max"] == 2
     assert "autovacuums_max" not in report.summarize([_m("plain_update", 10)])
+
+
+def test_servers_are_reported_side_by_side_each_against_its_own_plain_update(tmp_path: Path) -> None:
+    import json
+
+    embedded = [_scenario(1_000_000, plain=10, sleep0=20, bare=None, during_ms=5)]
+    production = [_scenario(1_000_000, plain=10, sleep0=40, bare=None, during_ms=5)]
+    for server, scenarios in (("embedded", embedded), ("production", production)):
+        (tmp_path / report.results_name(server)).write_text(json.dumps({
+            "machine": {"server": {"server_version": "15.8", "shared_buffers": "256MB", "jit": "on"}},
+            "scenarios": scenarios, "targets": targets.evaluate(scenarios)}))
+    section = report.readme_section(tmp_path)
+    table = section.split("\n\n")[0]
+    assert "embedded rows/s" in table and "production rows/s" in table
+    [sleep0] = [line for line in table.splitlines() if "(c) worker, --sleep 0" in line]
+    assert "| 0.50x |" in sleep0 and "| 0.25x |" in sleep0  # each server's (c) against its own (a)
+    assert "bench/results/throughput-production.png" in section and "**production**: PostgreSQL 15.8" in section
+    (tmp_path / report.results_name("production")).unlink()
+    assert "production rows/s" not in report.readme_section(tmp_path)  # one server: its own table only
+
+
+def test_the_production_server_refuses_missing_binaries_before_starting(tmp_path: Path) -> None:
+    from bench.harness import BenchSetupError, production_binaries
+
+    with pytest.raises(BenchSetupError, match="set BACKFILL_PG_BIN or give --pg-bin"):
+        production_binaries(None)
+    with pytest.raises(BenchSetupError, match="no initdb, pg_ctl, postgres there"):
+        production_binaries(str(tmp_path))
