@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit bench lint clean
+.PHONY: install demo test test-unit bench bench-production lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -29,6 +29,11 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The same on a production-like server: the PostgreSQL binaries of BACKFILL_PG_BIN (else
+# `pg_config --bindir`), 256MB shared buffers, JIT on.
+bench-production: $(STAMP)
+	$(BIN)/python -m bench --server production --pg-bin "$${BACKFILL_PG_BIN:-$$(pg_config --bindir 2>/dev/null)}"
 
 lint: $(STAMP)
 	$(BIN)/backfill migrate lint

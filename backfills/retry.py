@@ -1,8 +1,9 @@
 """Which batch failures are worth retrying, and how long to keep trying. Pure.
 
 Transient: the connection dropped or could not be made, the server is shutting down
-or starting (57P01/57P02/57P03), we reached a demoted primary (25006), serialization
-failures and deadlocks (40001/40P01). A `lock_timeout` (55P03) is retried after a
+or starting (57P01/57P02/57P03), we reached a demoted primary (25006), the server ended a
+batch left idle in its transaction (25P03: the worker stalled), serialization failures
+and deadlocks (40001/40P01). A `lock_timeout` (55P03) is retried after a
 back-off with a smaller batch; a `statement_timeout` (57014) halves the batch. Any
 other error fails the batch, with its reason kept on the run.
 """
@@ -15,7 +16,7 @@ from enum import Enum
 
 __all__ = ["Failure", "RetryPolicy", "classify"]
 
-_TRANSIENT_STATES = {"57P01", "57P02", "57P03", "25006", "40001", "40P01", "08000", "08001",
+_TRANSIENT_STATES = {"57P01", "57P02", "57P03", "25006", "25P03", "40001", "40P01", "08000", "08001",
                      "08003", "08004", "08006", "08007", "08P01"}
 
 

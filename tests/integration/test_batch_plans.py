@@ -137,3 +137,24 @@ def test_check_plans_and_samples_without_jit(jit_everywhere: sa.Engine) -> None:
         assert report.sample_batches == 2, definition.name
     sampled = [(text[:120], plan) for text, plan in plans if text.startswith("WITH") and "JIT:" in plan]
     assert not sampled, sampled[0]
+
+
+def test_a_batch_left_idle_in_its_transaction_is_ended_by_the_server(engine: sa.Engine) -> None:
+    """A stalled worker does not hold its batch's row locks past the statement timeout."""
+    import time
+
+    from backfills.batch import Timeouts, sqlstate
+    from backfills.retry import Failure, classify
+
+    executor = _executor(engine, Registry.discover().get("aois_status"))
+    with engine.connect() as conn:
+        conn.begin()
+        executor.begin_batch(conn, Timeouts(lock=1.0, statement=1.0))
+        assert conn.execute(sa.text("SHOW jit")).scalar_one() == "off"
+        assert conn.execute(sa.text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "1s"
+        time.sleep(2.5)
+        with pytest.raises(sa.exc.DBAPIError) as ended:
+            conn.execute(sa.text("SELECT 1"))
+    assert classify(sqlstate(ended.value), False) is Failure.TRANSIENT  # retried on a new connection
+    with engine.connect() as conn:  # outside a batch, the server's own settings
+        assert conn.execute(sa.text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "0"

@@ -20,6 +20,7 @@ CLASSIFY_TABLE = [
     ("57P02", False, Failure.TRANSIENT),           # crash_shutdown
     ("57P03", False, Failure.TRANSIENT),           # cannot_connect_now (starting up)
     ("25006", False, Failure.TRANSIENT),           # read_only_sql_transaction (demoted primary)
+    ("25P03", True, Failure.TRANSIENT),            # idle_in_transaction_session_timeout (a stalled batch)
     ("40001", False, Failure.TRANSIENT),           # serialization_failure
     ("40P01", False, Failure.TRANSIENT),           # deadlock_detected
     ("08006", False, Failure.TRANSIENT),           # connection_failure
