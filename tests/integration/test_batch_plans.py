@@ -22,9 +22,9 @@ from backfills.keyset import Scope
 from backfills.operations import check
 from backfills.registry import Registry
 from backfills.runs import RunOptions
-from tests.support.engine_helpers import TIMEOUTS, drain, execute, new_run, scalar
+from tests.support.engine_helpers import TIMEOUTS, drain, execute, load_old_threads, new_run, scalar
 from worker import sample_data
-from worker.db import create_db_engine
+from core.db import create_db_engine
 
 ROWS = 20_000
 BATCH = 500
@@ -45,6 +45,7 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def loaded(engine: sa.Engine) -> sa.Engine:
     sample_data.load(engine, sample_data.SampleSpec(aois=ROWS, jobs=ROWS))
+    load_old_threads(engine, ROWS)
     return engine
 
 

@@ -26,6 +26,7 @@ from tests.support.engine_helpers import (
     drain,
     execute,
     executor_for,
+    load_old_threads,
     new_run,
     rows,
     scalar,
@@ -215,13 +216,7 @@ def test_every_shipped_backfill_plans_its_batch_as_a_key_range(engine: sa.Engine
     from worker import sample_data
 
     sample_data.load(engine, sample_data.SampleSpec(aois=60_000, jobs=60_000))
-    with engine.begin() as conn:  # the old table of the rename, as it was before 003, half copied already
-        conn.execute(sa.text("CREATE TABLE copilot_threads (LIKE ai_assistant_threads INCLUDING ALL)"))
-        conn.execute(sa.text("INSERT INTO copilot_threads (tenant_id, title) "
-                             "SELECT (SELECT min(id::text)::uuid FROM tenants), 'thread ' || g "
-                             "FROM generate_series(1, 60000) g"))
-        conn.execute(sa.text("INSERT INTO ai_assistant_threads SELECT * FROM copilot_threads WHERE title LIKE '%5'"))
-        conn.execute(sa.text("ANALYZE copilot_threads; ANALYZE ai_assistant_threads"))
+    load_old_threads(engine, 60_000)
     for definition in Registry.discover():
         run = RunStore(engine).create(definition.name, RunOptions())
         with engine.connect() as conn, conn.begin() as trans:

@@ -22,6 +22,7 @@ __all__ = [
     "TIMEOUTS",
     "drain",
     "execute",
+    "load_old_threads",
     "executor_for",
     "new_run",
     "registry_of",
@@ -109,3 +110,15 @@ def run_to_completion(runner: SliceRunner, run_id: str, max_slices: int = 1000) 
         assert outcome is SliceOutcome.CONTINUE, outcomes
     raise AssertionError(f"run {run_id} not done after {max_slices} slices")
 
+
+
+def load_old_threads(engine: sa.Engine, rows: int) -> None:
+    """The old table of the rename (`copilot_threads`, as it was before 003) with `rows`
+    threads, a tenth of them copied already, for the copy backfill."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE copilot_threads (LIKE ai_assistant_threads INCLUDING ALL)"))
+        conn.execute(sa.text("INSERT INTO copilot_threads (tenant_id, title) "
+                             "SELECT (SELECT min(id::text)::uuid FROM tenants), 'thread ' || g "
+                             f"FROM generate_series(1, {int(rows)}) g"))
+        conn.execute(sa.text("INSERT INTO ai_assistant_threads SELECT * FROM copilot_threads WHERE title LIKE '%5'"))
+        conn.execute(sa.text("ANALYZE copilot_threads; ANALYZE ai_assistant_threads"))
