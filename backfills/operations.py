@@ -14,7 +14,7 @@ from typing import Protocol
 import redis as redis_lib
 import sqlalchemy as sa
 
-from backfills.batch import BatchExecutor, Timeouts, read_key_columns
+from backfills.batch import BatchExecutor, Timeouts, error_text, is_data_error, read_key_columns
 from backfills.control import RunControl
 from backfills.definition import Backfill
 from backfills.keyset import Scope, build
@@ -85,8 +85,9 @@ def count_remaining(engine: sa.Engine, definition: Backfill, tenant: str | None 
 
 
 def count_remaining_if_present(engine: sa.Engine, definition: Backfill) -> int | None:
-    """Like `count_remaining`, but None when the backfill's table or column no longer
-    exists (its contract migration has run: e.g. a copy's source table was dropped)."""
+    """Like `count_remaining`, but None when the backfill's table or column does not exist
+    (its expand migration is not applied yet, or its contract migration has run: e.g. a
+    copy's source table was dropped)."""
     try:
         return count_remaining(engine, definition)
     except sa.exc.ProgrammingError as exc:
@@ -211,6 +212,7 @@ class CheckReport:
     sample_batches: int
     sample_seconds: list[float] = field(default_factory=list)
     predicted_seconds: float | None = None
+    sample_error: str | None = None  # a sample batch failed on a row's data (a run bisects around it)
 
 
 def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions, tenant: str | None = None,
@@ -234,18 +236,20 @@ def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions,
         statement = explainer.next_statement(conn, None, options.batch_size)
         plan = ([r[0] for r in conn.execute(sa.text("EXPLAIN " + statement[0].text), statement[1])]
                 if statement else ["(no rows: nothing to plan)"])
-    seconds = _sample(engine, definition, key, scope, options, samples)
+    seconds, sample_error = _sample(engine, definition, key, scope, options, samples)
     predicted = None
     if seconds:
         batches = -(-todo // options.batch_size) if todo else 0
         predicted = batches * (statistics.median(seconds) + options.sleep)
-    return CheckReport(name, todo, failing, plan, len(seconds), seconds, predicted)
+    return CheckReport(name, todo, failing, plan, len(seconds), seconds, predicted, sample_error)
 
 
 def _sample(engine: sa.Engine, definition: Backfill, key: tuple, scope: Scope, options: RunOptions,
-            samples: int) -> list[float]:
+            samples: int) -> tuple[list[float], str | None]:
     """Time real batches in transactions that are rolled back (nothing is kept, not even
-    the throw-away run record the batch statement writes its progress to)."""
+    the throw-away run record the batch statement writes its progress to). A batch that
+    fails on a row's data (e.g. a row a copy's target refuses) ends the sampling; its error
+    is returned with the timings so far."""
     timings: list[float] = []
     run_id = str(uuid.uuid4())
     executor = BatchExecutor(engine, definition, key, scope, run_id, 0)
@@ -264,9 +268,15 @@ def _sample(engine: sa.Engine, definition: Backfill, key: tuple, scope: Scope, o
                 statement = executor.next_statement(conn, cursor, options.batch_size)
                 if statement is None:
                     break
-                row = conn.execute(*statement).one()
+                try:
+                    with conn.begin_nested():
+                        row = conn.execute(*statement).one()
+                except sa.exc.DBAPIError as exc:
+                    if not is_data_error(exc):
+                        raise
+                    return timings, error_text(exc)
                 timings.append(time.monotonic() - started)
                 cursor = list(row.last_key)
         finally:
             trans.rollback()
-    return timings
+    return timings, None

@@ -8,9 +8,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from backfills.keyset import Scope
-from backfills.operations import count_remaining
+from backfills.operations import check, count_remaining
 from backfills.registry import Registry
-from backfills.runs import RunStore
+from backfills.runs import RunOptions, RunStore
 from tests.support.copies import assert_copy_exact, blank_ids, create_notes, load_notes
 from tests.support.engine_helpers import drain, execute, executor_for, new_run, rows, scalar
 
@@ -84,3 +84,16 @@ def test_a_retry_of_the_errors_copies_only_the_repaired_rows(engine: sa.Engine) 
     assert sum(r.scanned for r in results) == len(refused)
     assert scalar(engine, "SELECT count(*) FROM notes_new WHERE body = 'repaired'") == 8
     assert count_remaining(engine, NOTES_COPY) == 0
+
+
+def test_check_reports_a_row_the_target_refuses_in_a_sample_batch_instead_of_failing(engine: sa.Engine) -> None:
+    create_notes(engine)
+    load_notes(engine, 2000, blank_every=7)
+    registry = Registry({NOTES_COPY.name: NOTES_COPY})
+
+    report = check(engine, registry, NOTES_COPY.name, RunOptions(batch_size=500))
+
+    assert report.rows_to_do == 2000 and report.failing == []
+    assert report.sample_error is not None and "notes_new_body_check" in report.sample_error
+    assert report.plan and "Insert on notes_new" in "\n".join(report.plan)
+    assert scalar(engine, "SELECT count(*) FROM notes_new") == 0  # nothing kept

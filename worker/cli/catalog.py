@@ -26,7 +26,7 @@ def list_backfills(state: CliState, as_json: bool) -> None:
         return
     for row in rows:
         remaining = row["rows_remaining_estimate"]
-        todo = f"{remaining:>12,} rows to do" if remaining is not None else f"{'(table gone)':>23}"
+        todo = f"{remaining:>12,} rows to do" if remaining is not None else f"{'(not in the schema)':>23}"
         click.echo(f"{row['name']:<26} {row['table']:<16} {todo}  {row['description']}")
 
 
@@ -49,6 +49,9 @@ def check(state: CliState, name: str, tenant: str | None, **values: object) -> N
     click.echo("batch statement plan:")
     for line in report.plan:
         click.echo(f"  {line}")
+    if report.sample_error:
+        click.echo(f"a sample batch failed on a row's data (a run isolates such rows as row errors): "
+                   f"{report.sample_error}")
     if report.sample_seconds:
         ms = ", ".join(f"{s * 1000:.0f} ms" for s in report.sample_seconds)
         click.echo(f"{report.sample_batches} sample batch(es), rolled back: {ms}")
