@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from backfills.batch import BatchExecutor, LostRace, Timeouts, error_text, read_key_columns, sqlstate
 from backfills.control import KillSwitch, Lease, RunControl
+from backfills.foreground import ForegroundMonitor, LatencyProbe
+from backfills.guard_hook import ForegroundGuardHook
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
                              ShutdownFlag, ShutdownHook, SleepHook, SliceContext, Stop, write_checkpoint)
 from backfills.keyset import Scope
@@ -28,6 +30,7 @@ from backfills.revisit import CHUNK as REVISIT_CHUNK
 from backfills.revisit import PAUSE_SECONDS as REVISIT_PAUSE
 from backfills.revisit import Step, next_step, revisit_pass
 from backfills.runs import Run, RunStore
+from backfills.throttle_time import ThrottleTimeStore
 
 __all__ = ["SliceOutcome", "SliceRunner", "BatchFailed"]
 
@@ -135,6 +138,7 @@ class SliceRunner:
             stop = Stop("failed", str(exc))
         for hook in hooks:
             hook.on_slice_end(ctx, stop if isinstance(stop, Stop) else None)
+        ThrottleTimeStore(self.engine).add(run.id, ctx.throttle_seconds)
         return self._conclude(run, part, stop)
 
     def _interrupted(self, control: RunControl) -> str | None:
@@ -154,10 +158,20 @@ class SliceRunner:
 
     def _hooks(self, control: RunControl, lease: Lease, deadline: float) -> list[Hook]:
         monitor = HealthMonitor(self.engine, control.client, control.namespace)
+        guard = ForegroundGuardHook(lambda ctx: self._foreground(ctx, control), control, lease.renew,
+                                    lambda: deadline)
         return [ShutdownHook(self.shutdown), KillSwitchHook(KillSwitch(control.client, control.namespace)),
                 ControlHook(control, self.store), ThrottleHook(monitor, control, lease.renew, lambda: deadline),
+                guard,
                 RateLimitHook(control), *self.extra_hooks, CheckpointHook(control, lease), AdaptiveBatchHook(),
                 RowErrorLimitHook(), SleepHook()]
+
+    def _foreground(self, ctx: SliceContext, control: RunControl) -> ForegroundMonitor:
+        """The guard's shared reading of the run's table, probed on this worker's connections."""
+        with self.engine.connect() as conn:
+            key = read_key_columns(conn, ctx.definition)
+        probe = LatencyProbe(self.engine, ctx.definition.qualified_table, tuple(k.name for k in key))
+        return ForegroundMonitor(probe, control.client, control.namespace)
 
     def _executor(self, run: Run, part: int, definition: object) -> BatchExecutor:
         progress = run.parts[part]
@@ -170,11 +184,9 @@ class SliceRunner:
     def _loop(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
               control: RunControl, deadline: float) -> Stop | _Finished | None:
         while time.monotonic() < deadline:
-            ctx.batch_factor = 1.0
-            for hook in hooks:
-                stop = hook.before_batch(ctx)
-                if stop is not None:
-                    return stop
+            stop = self._before_batch(ctx, hooks)
+            if stop is not None:
+                return stop
             reason = ctx.interrupted()  # hooks may have waited: look again right before the batch
             if reason is not None:
                 return Stop(reason)
@@ -190,6 +202,20 @@ class SliceRunner:
                 if stop is not None:
                     return stop
         return None
+
+    @staticmethod
+    def _before_batch(ctx: SliceContext, hooks: list[Hook]) -> Stop | None:
+        """Every hook's `before_batch`; the time they take while throttled is counted."""
+        ctx.batch_factor = 1.0
+        started = time.monotonic()
+        try:
+            for hook in hooks:
+                stop = hook.before_batch(ctx)
+                if stop is not None:
+                    return stop
+            return None
+        finally:
+            ctx.count_throttled(time.monotonic() - started)
 
     def _close_part(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
                     control: RunControl, deadline: float) -> Stop | _Finished | None:

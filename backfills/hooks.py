@@ -52,6 +52,7 @@ class SliceContext:
     last_batch_seconds: float = 0.0
     run_row_errors_before: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    throttle_seconds: dict[str, float] = field(default_factory=dict)
     interrupted: Callable[[], str | None] = lambda: None
 
     def nap(self, seconds: float) -> str | None:
@@ -69,6 +70,11 @@ class SliceContext:
     def effective_batch_size(self) -> int:
         """The size of the next batch: the planned size times any throttle factor."""
         return max(1, int(self.batch_size * self.batch_factor))
+
+    def count_throttled(self, seconds: float) -> None:
+        """Add `seconds` to the time throttled for the current reason (if throttled)."""
+        if self.throttled is not None:
+            self.throttle_seconds[self.throttled] = self.throttle_seconds.get(self.throttled, 0.0) + seconds
 
     def record(self, result: BatchResult) -> None:
         """Fold a finished batch into the context."""

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from backfills.batch import BatchExecutor, Timeouts, error_text, is_data_error, read_key_columns
 from backfills.control import RunControl
 from backfills.definition import Backfill
+from backfills.foreground import run_ratio
 from backfills.keyset import Scope, build
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
@@ -172,6 +173,7 @@ def status_of(run: Run, control: RunControl) -> dict[str, object]:
     data["events"] = control.events(limit=20)
     throttled = sorted({cp.throttled for cp in checkpoints.values() if cp.throttled})
     data["throttled"] = ", ".join(throttled) if throttled and run.state == "running" else None
+    data["foreground_latency_ratio"] = run_ratio(control) if run.state == "running" else None
     if checkpoints:
         data["batch_size"] = max(cp.batch_size for cp in checkpoints.values())
         data["checkpoint_age_seconds"] = round(time.time() - max(cp.at for cp in checkpoints.values()), 3)

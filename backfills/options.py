@@ -56,6 +56,7 @@ class RunOptions:
     max_replication_lag: float = 10.0
     max_row_errors: int = 1000
     partitions: int = 1
+    max_latency_ratio: float = 1.5
 
     def validate(self) -> None:
         """Raise `ValueError` (one sentence naming the command-line option) on a bad value."""
@@ -68,6 +69,9 @@ class RunOptions:
         for name in ("lock_timeout", "statement_timeout", "max_replication_lag"):
             _check_number(name, getattr(self, name), zero_ok=False, optional=False, unit=" of seconds")
         _check_int("max_row_errors", self.max_row_errors, 0, None, "zero or a positive whole number")
+        _check_number("max_latency_ratio", self.max_latency_ratio, zero_ok=True, optional=False, unit="")
+        if 0 < self.max_latency_ratio <= 1:
+            raise ValueError(f"--max-latency-ratio must be 0 (off) or above 1, got {self.max_latency_ratio}")
         _check_int("partitions", self.partitions, 1, MAX_PARTITIONS,
                    f"a whole number from 1 to {MAX_PARTITIONS}")
 
@@ -94,7 +98,7 @@ class RunOptions:
 
 _OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(RunOptions))
 _FLOAT_FIELDS = frozenset({"sleep", "max_rows_per_second", "target_batch_seconds", "lock_timeout",
-                           "statement_timeout", "max_replication_lag"})
+                           "statement_timeout", "max_replication_lag", "max_latency_ratio"})
 
 
 def _as_float(key: str, value: object) -> object:

@@ -96,13 +96,14 @@ class Run:
     finished_at: datetime | None
     updated_at: datetime
     parts: tuple[Progress, ...] = field(default_factory=tuple)
+    throttle_seconds: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], parts: Sequence[Progress]) -> Run:
         """From a `get_run` / `list_runs` result row and the run's parts."""
-        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "parts")]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "parts", "throttle_seconds")]
         return cls(**{n: row[n] for n in names}, options=RunOptions.from_json(row["options"]),
-                   parts=tuple(parts))
+                   parts=tuple(parts), throttle_seconds={k: float(v) for k, v in row["throttle_seconds"].items()})
 
     @property
     def rows_processed(self) -> int:
@@ -159,6 +160,7 @@ class Run:
             "rows_processed": self.rows_processed, "rows_remaining_estimate": self.rows_remaining_estimate,
             "batches": self.batches, "row_errors": self.row_errors,
             "rows_skipped_while_locked": self.rows_skipped, "rows_still_locked": self.rows_still_locked,
+            "throttle_seconds": dict(self.throttle_seconds),
             "batch_size": self.options.batch_size, "throttled": None,
             "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at), "eta_seconds": None, "tenant": self.tenant,

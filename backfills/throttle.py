@@ -22,7 +22,7 @@ from backfills.optimizer import OptimizerState, next_batch_size
 from backfills.retry import Failure
 from backfills.signals import Action, decide
 
-__all__ = ["HealthMonitor", "ThrottleHook", "AdaptiveBatchHook", "THROTTLE_REASONS"]
+__all__ = ["HealthMonitor", "ThrottleHook", "AdaptiveBatchHook", "THROTTLE_REASONS", "throttled_wait"]
 
 READING_INTERVAL = 1.0
 THROTTLE_REASONS = {"replication_lag", "replication_lag_unknown", "lock_contention", "lock_waiters",
@@ -91,16 +91,23 @@ class ThrottleHook(Hook):
         return None
 
     def _wait(self, ctx: SliceContext, reason: str, seconds: float) -> Stop | None:
-        if ctx.throttled != reason:
-            self.control.add_event(f"throttled: {reason}; waiting before the next batch")
-        ctx.throttled = reason
-        write_checkpoint(self.control, ctx)
-        if not self.renew():
-            return Stop("lost_lease", "the lease expired while throttled")
-        if time.monotonic() + seconds >= self.deadline():
-            return Stop("throttled", reason)
-        stopped = ctx.nap(seconds)
-        return Stop(stopped) if stopped else None
+        return throttled_wait(ctx, self.control, self.renew, self.deadline, reason, seconds)
+
+
+def throttled_wait(ctx: SliceContext, control: RunControl, renew: Callable[[], bool],
+                   deadline: Callable[[], float], reason: str, seconds: float) -> Stop | None:
+    """Wait `seconds` before the next batch, throttled for `reason`: shown in the checkpoint,
+    the lease kept; the slice ends (to be re-queued) rather than outlive its deadline."""
+    if ctx.throttled != reason:
+        control.add_event(f"throttled: {reason}; waiting before the next batch")
+    ctx.throttled = reason
+    write_checkpoint(control, ctx)
+    if not renew():
+        return Stop("lost_lease", "the lease expired while throttled")
+    if time.monotonic() + seconds >= deadline():
+        return Stop("throttled", reason)
+    stopped = ctx.nap(seconds)
+    return Stop(stopped) if stopped else None
 
 
 class AdaptiveBatchHook(Hook):

@@ -47,12 +47,14 @@ def _counter_families(counters: Sequence[BackfillCounters]) -> list[Metric]:
 
 
 def _run_families(runs: Sequence[RunSample], latest_states: dict[str, str]) -> list[Metric]:
-    gauges = {d: d.gauge() for d in (m.BATCH_SIZE, m.ROWS_REMAINING, m.ROWS_ESTIMATE, m.ETA, m.CHECKPOINT_AGE)}
+    gauges = {d: d.gauge() for d in (m.BATCH_SIZE, m.ROWS_REMAINING, m.ROWS_ESTIMATE, m.ETA, m.CHECKPOINT_AGE,
+                                      m.FOREGROUND_LATENCY_RATIO)}
     throttled, states = m.THROTTLED.gauge(), m.RUN_STATE.gauge()
     for run in runs:
         for metric, value in ((m.BATCH_SIZE, run.batch_size), (m.ROWS_REMAINING, run.rows_remaining),
                               (m.ROWS_ESTIMATE, run.rows_estimate), (m.ETA, run.eta_seconds),
-                              (m.CHECKPOINT_AGE, run.checkpoint_age_seconds)):
+                              (m.CHECKPOINT_AGE, run.checkpoint_age_seconds),
+                              (m.FOREGROUND_LATENCY_RATIO, run.foreground_latency_ratio)):
             if value is not None:
                 gauges[metric].add_metric([run.backfill], value)
         active = run.throttled if run.state == "running" else frozenset()

@@ -20,6 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 
 from backfills.states import STATES
+from backfills.guard_hook import GUARD_REASONS
 from backfills.throttle import THROTTLE_REASONS
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "DATABASE_UP",
     "ETA",
     "EXPORTER_METRICS",
+    "FOREGROUND_LATENCY_RATIO",
     "KNOWN_THROTTLE_REASONS",
     "LOCK_TIMEOUTS",
     "LOCK_WAITERS",
@@ -65,6 +67,7 @@ RUN_STATES: tuple[str, ...] = STATES
 KNOWN_THROTTLE_REASONS: tuple[str, ...] = tuple(sorted({
     *THROTTLE_REASONS,                                           # database health (ThrottleHook)
     "rate_limit",                                                # --max-rows-per-second
+    *GUARD_REASONS,                                              # the foreground guard
     "lock_timeout", "statement_timeout", "database_unavailable",  # retried batch failures
 }))
 """Reasons a run can be throttled for: `backfill_throttled{reason}` is 0 or 1 for each of them."""
@@ -136,6 +139,8 @@ BATCH_SIZE = MetricDef("backfill_batch_size", "gauge", "Current batch size of th
 ROWS_REMAINING = MetricDef("backfill_rows_remaining", "gauge",
                            "Rows the active run still has to do (its lag, in rows).", _B)
 ETA = MetricDef("backfill_eta_seconds", "gauge", "Estimated seconds until the active run ends.", _B)
+FOREGROUND_LATENCY_RATIO = MetricDef("backfill_foreground_latency_ratio", "gauge",
+                                     "The foreground guard's last latency reading over its idle baseline.", _B)
 CHECKPOINT_AGE = MetricDef("backfill_checkpoint_age_seconds", "gauge",
                            "Seconds since the active run last wrote a checkpoint.", _B)
 RUN_STATE = MetricDef("backfill_run_state", "gauge",
@@ -169,7 +174,7 @@ SCRAPE_SECONDS = MetricDef("backfill_exporter_scrape_duration_seconds", "gauge",
 
 SPEC_METRICS: tuple[MetricDef, ...] = (
     ROWS_PROCESSED, BATCHES, BATCH_DURATION, BATCH_SIZE, ROWS_REMAINING, ETA, CHECKPOINT_AGE, RUN_STATE,
-    ROW_ERRORS, LOCK_TIMEOUTS, THROTTLED, REPLICATION_LAG, LOCK_WAITERS, LOCK_WAIT_MAX,
+    ROW_ERRORS, LOCK_TIMEOUTS, THROTTLED, FOREGROUND_LATENCY_RATIO, REPLICATION_LAG, LOCK_WAITERS, LOCK_WAIT_MAX,
 )
 EXPORTER_METRICS: tuple[MetricDef, ...] = (
     ROWS_ESTIMATE, LOCK_WAITERS_BLOCKED_BY_BACKFILL, REPLICATION_LAG_BYTES, DATABASE_UP, REDIS_UP, SCRAPE_SECONDS,

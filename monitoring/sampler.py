@@ -44,6 +44,7 @@ class RunSample:
     batch_size: float | None
     checkpoint_age_seconds: float | None
     throttled: frozenset[str] = frozenset()
+    foreground_latency_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Sampler:
             rows_estimate=_number(run.rows_estimate), eta_seconds=_number(data.get("eta_seconds")),
             batch_size=_number(data.get("batch_size")), checkpoint_age_seconds=age,
             throttled=_throttle_reasons(data.get("throttled")),
+            foreground_latency_ratio=_number(data.get("foreground_latency_ratio")),
         ), ok
 
     def _tables(self, runs: Sequence[Run]) -> list[str]:

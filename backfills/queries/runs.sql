@@ -24,14 +24,18 @@ WHERE backfill = :backfill AND state = ANY (CAST(:states AS text[]));
 -- name: get_run
 SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
        parent_run_id::text AS parent_run_id, rows_estimate, last_error,
-       created_at, started_at, finished_at, updated_at
+       created_at, started_at, finished_at, updated_at,
+       (SELECT coalesce(jsonb_object_agg(tt.reason, round(tt.seconds::numeric, 3)), '{}'::jsonb)
+        FROM backfill.throttle_time tt WHERE tt.run_id = runs.id) AS throttle_seconds
 FROM backfill.runs
 WHERE id = CAST(:id AS uuid);
 
 -- name: list_runs
 SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
        parent_run_id::text AS parent_run_id, rows_estimate, last_error,
-       created_at, started_at, finished_at, updated_at
+       created_at, started_at, finished_at, updated_at,
+       (SELECT coalesce(jsonb_object_agg(tt.reason, round(tt.seconds::numeric, 3)), '{}'::jsonb)
+        FROM backfill.throttle_time tt WHERE tt.run_id = runs.id) AS throttle_seconds
 FROM backfill.runs
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
@@ -39,7 +43,9 @@ LIMIT :limit;
 -- name: active_runs
 SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
        parent_run_id::text AS parent_run_id, rows_estimate, last_error,
-       created_at, started_at, finished_at, updated_at
+       created_at, started_at, finished_at, updated_at,
+       (SELECT coalesce(jsonb_object_agg(tt.reason, round(tt.seconds::numeric, 3)), '{}'::jsonb)
+        FROM backfill.throttle_time tt WHERE tt.run_id = runs.id) AS throttle_seconds
 FROM backfill.runs
 WHERE state = ANY (CAST(:states AS text[]))
 ORDER BY created_at, id;

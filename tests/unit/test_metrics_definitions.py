@@ -36,6 +36,7 @@ SPEC_6 = {
     "backfill_row_errors_total": ("counter", ("backfill",)),
     "backfill_lock_timeouts_total": ("counter", ("backfill",)),
     "backfill_throttled": ("gauge", ("backfill", "reason")),
+    "backfill_foreground_latency_ratio": ("gauge", ("backfill",)),
     "backfill_replication_lag_seconds": ("gauge", ("replica",)),
     "backfill_lock_waiters": ("gauge", ("table",)),
     "backfill_lock_wait_max_seconds": ("gauge", ("table",)),
@@ -81,7 +82,7 @@ def test_a_scrape_exposes_every_metric_with_its_type() -> None:
     counters = BackfillCounters.from_hash("aois_status", {"rows_processed": "5", "batches:ok": "1",
                                                           "duration:count": "1", "duration:le:0.05": "1",
                                                           "duration:sum": "0.04"})
-    run = RunSample("aois_status", "running", 10, 15, 2.0, 100, 1.5, frozenset({"rate_limit"}))
+    run = RunSample("aois_status", "running", 10, 15, 2.0, 100, 1.5, frozenset({"rate_limit"}), 1.2)
     health = HealthReadings((ReplicaReading("standby", None, 0),), (LockReading("aois", 1, 2.5, 1),), (), 0.0)
     exposed = exposition(Scrape([counters], [run], {"aois_status": "running"}, health, True, True, 0.01))
     for d in m.ALL_METRICS:

@@ -28,6 +28,8 @@ BAD_VALUES = [
     ("lock_timeout", None, "--lock-timeout must be a positive number of seconds, got None"),
     ("statement_timeout", -30, "--statement-timeout must be a positive number of seconds, got -30"),
     ("max_replication_lag", 0, "--max-replication-lag must be a positive number of seconds, got 0"),
+    ("max_latency_ratio", -1, "--max-latency-ratio must be zero or a positive number, got -1"),
+    ("max_latency_ratio", 1.0, "--max-latency-ratio must be 0 (off) or above 1, got 1.0"),
     ("max_row_errors", -1, "--max-row-errors must be zero or a positive whole number, got -1"),
     ("max_row_errors", 1.5, "--max-row-errors must be zero or a positive whole number, got 1.5"),
     ("partitions", 0, "--partitions must be a whole number from 1 to 64, got 0"),
@@ -48,7 +50,7 @@ def test_defaults_match_the_spec() -> None:
     assert options.to_json() == {
         "batch_size": 10_000, "sleep": 0.1, "max_rows_per_second": None, "target_batch_seconds": None,
         "lock_timeout": 2.0, "statement_timeout": 30.0, "max_replication_lag": 10.0,
-        "max_row_errors": 1000, "partitions": 1,
+        "max_row_errors": 1000, "partitions": 1, "max_latency_ratio": 1.5,
     }
 
 

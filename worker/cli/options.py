@@ -15,7 +15,7 @@ _POSITIVE_INT = click.IntRange(min=1)
 _NON_NEGATIVE = click.FloatRange(min=0)
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 _FIELDS = ("batch_size", "sleep", "max_rows_per_second", "target_batch_seconds", "lock_timeout",
-           "statement_timeout", "max_replication_lag", "max_row_errors", "partitions")
+           "statement_timeout", "max_replication_lag", "max_row_errors", "partitions", "max_latency_ratio")
 
 
 def run_options(enqueue_only: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -28,6 +28,9 @@ def run_options(enqueue_only: bool = True) -> Callable[[Callable[..., Any]], Cal
         click.option("--lock-timeout", type=_POSITIVE, help="seconds a batch may wait for a row lock [default: 2]."),
         click.option("--statement-timeout", type=_POSITIVE, help="seconds a batch may run [default: 30]."),
         click.option("--max-replication-lag", type=_POSITIVE, help="pause above this standby lag [default: 10]."),
+        click.option("--max-latency-ratio", type=_NON_NEGATIVE,
+                     help="foreground guard: slow down, then pause, above this ratio of the idle latency; "
+                          "0 turns it off [default: 1.5]."),
         click.option("--tenant", help="only this tenant's rows (a UUID)."),
         click.option("--partitions", type=click.IntRange(1, 64), help="parallel key ranges [default: 1]."),
         click.option("--max-row-errors", type=click.IntRange(min=0), help="past this many the run fails [default: 1000]."),

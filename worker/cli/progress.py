@@ -54,14 +54,22 @@ def render_line(item: dict[str, object]) -> str:
                  f" ({int(item.get('rows_still_locked') or 0):,} still locked)")  # type: ignore[call-overload]
     if item.get("throttled"):
         line += f"  throttled: {item['throttled']}"
+    if item.get("foreground_latency_ratio") is not None:
+        line += f"  foreground latency {_latency(item)}"
     if item.get("last_error"):
         line += f"  reason: {item['last_error']}"
     return line
 
 
+def _latency(item: dict[str, object]) -> str:
+    """The foreground guard's last ratio, as `x1.07`, or `-`."""
+    value = item.get("foreground_latency_ratio")
+    return f"x{float(value):.2f}" if value is not None else "-"  # type: ignore[arg-type]
+
+
 def _table(items: list[dict[str, object]]) -> Table:
     table = Table(expand=False)
-    for column in ("backfill", "state", "progress", "rows", "rows/s", "ETA", "errors", "throttled"):
+    for column in ("backfill", "state", "progress", "rows", "rows/s", "ETA", "errors", "throttled", "latency"):
         table.add_column(column)
     for item in items:
         pct = percent(item)
@@ -69,7 +77,7 @@ def _table(items: list[dict[str, object]]) -> Table:
         table.add_row(str(item["backfill"]), str(item["state"]), f"[{_bar(pct)}] {pct:5.1f}%",
                       f"{int(item['rows_processed'] or 0):,}", f"{rate:,.0f}" if rate else "-",  # type: ignore[arg-type]
                       format_eta(item.get("eta_seconds")), f"{int(item['row_errors'] or 0):,}",  # type: ignore[arg-type]
-                      str(item.get("throttled") or "-"))
+                      str(item.get("throttled") or "-"), _latency(item))
     return table
 
 

@@ -1,0 +1,137 @@
+"""The foreground guard as a hook: before each batch, the shared latency reading over the
+idle baseline decides (see `backfills.guard`) whether the run works, slows down or waits.
+
+The baseline is measured while the run is idle: before its first batch (the hook takes
+it before letting that batch run), again when it is older than `BASELINE_MAX_AGE`, and
+after `REBASELINE_AFTER` seconds of one pause: by then the run has been idle that long,
+so the latency is the application's own, and the run resumes at the new level. That is
+how the guard never stalls a run for good on load the run does not cause.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict
+from collections.abc import Callable
+
+from backfills.control import RunControl
+from backfills.foreground import ForegroundMonitor, Latency, publish_run_ratio, ratio
+from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, Level, step
+from backfills.hooks import Hook, SliceContext, Stop
+from backfills.signals import Action
+from backfills.throttle import throttled_wait
+
+__all__ = ["ForegroundGuardHook", "BASELINE_SAMPLES", "BASELINE_MAX_AGE", "REBASELINE_AFTER"]
+
+BASELINE_SAMPLES = 5
+BASELINE_MAX_AGE = 600.0
+REBASELINE_AFTER = 30.0
+GUARD_REASONS = frozenset({REASON, UNKNOWN_REASON})
+
+
+def _median_latency(readings: list[Latency]) -> Latency:
+    commits = [r.commit_ms for r in readings if r.commit_ms is not None]
+    reads = [r.read_ms for r in readings if r.read_ms is not None]
+    return Latency(float(statistics.median(commits)) if commits else None,
+                   float(statistics.median(reads)) if reads else None, time.time())
+
+
+class ForegroundGuardHook(Hook):
+    """`--max-latency-ratio`: slow down, then pause, while the application would feel the run."""
+
+    def __init__(self, monitor_for: Callable[[SliceContext], ForegroundMonitor],
+                 control: RunControl, renew: Callable[[], bool], deadline: Callable[[], float]) -> None:
+        self.monitor_for = monitor_for
+        self.control = control
+        self.renew = renew
+        self.deadline = deadline
+        self.state = GuardState()
+        self.ratios: list[float | None] = []
+        self._monitor: ForegroundMonitor | None = None
+        self._paused_since: float | None = None
+        self._idle: list[Latency] = []
+        self._loaded = False
+
+    def _memory_key(self, ctx: SliceContext) -> str:
+        return self.control.key(f"guard:{ctx.part}")
+
+    def _load(self, ctx: SliceContext) -> None:
+        """The guard's memory of the previous slice of this part (a slice is short; the load is not)."""
+        self._loaded = True
+        raw = self.control.client.get(self._memory_key(ctx))
+        if not raw:
+            return
+        data = json.loads(raw)
+        self.state = GuardState(Level(data["level"]), int(data["calm"]))
+        self.ratios = list(data["ratios"])
+        self._paused_since = data["paused_since"]
+        self._idle = [Latency(**r) for r in data["idle"]]
+
+    def on_slice_end(self, ctx: SliceContext, stop: Stop | None) -> None:
+        if not self._loaded:
+            return
+        self.control.client.set(self._memory_key(ctx), json.dumps({
+            "level": int(self.state.level), "calm": self.state.calm, "ratios": self.ratios,
+            "paused_since": self._paused_since, "idle": [asdict(r) for r in self._idle[-60:]],
+        }), ex=3600)
+
+    def before_batch(self, ctx: SliceContext) -> Stop | None:
+        max_ratio = ctx.options.max_latency_ratio
+        if not max_ratio:
+            return None
+        if not self._loaded:
+            self._load(ctx)
+        if self._monitor is None:
+            self._monitor = self.monitor_for(ctx)
+        monitor = self._monitor
+        while True:
+            baseline = self._baseline(monitor)
+            reading = monitor.reading()
+            current = ratio(reading, baseline) if baseline is not None else None
+            publish_run_ratio(self.control, current)
+            self.ratios = [*self.ratios, current][-WINDOW:]
+            self.state, decision = step(self.state, self.ratios, max_ratio)
+            if decision.action is not Action.PAUSE:
+                self._paused_since, self._idle = None, []
+                break
+            self._while_paused(monitor, reading)
+            stop = throttled_wait(ctx, self.control, self.renew, self.deadline, decision.reason or REASON,
+                                  decision.sleep_seconds)
+            if stop is not None:
+                return stop
+        if decision.action is Action.SLOW:
+            ctx.throttled = REASON
+            ctx.batch_factor *= decision.batch_factor
+            reason = ctx.nap(decision.sleep_seconds)
+            return Stop(reason) if reason else None
+        if ctx.throttled in GUARD_REASONS:
+            ctx.throttled = None
+        return None
+
+    def _baseline(self, monitor: ForegroundMonitor) -> Latency | None:
+        """The idle baseline; measured now (the run is between batches) when missing or old."""
+        baseline = monitor.baseline()
+        if baseline is None or not baseline.known or time.time() - baseline.at > BASELINE_MAX_AGE:
+            fresh = monitor.probe.measure(BASELINE_SAMPLES)
+            if not fresh.known:
+                return None
+            monitor.set_baseline(fresh)
+            return fresh
+        return baseline
+
+    def _while_paused(self, monitor: ForegroundMonitor, reading: Latency) -> None:
+        """Idle readings of one pause; after `REBASELINE_AFTER` seconds they become the baseline."""
+        now = time.time()
+        if self._paused_since is None:
+            self._paused_since = now
+        if reading.known:
+            self._idle.append(reading)
+        if now - self._paused_since >= REBASELINE_AFTER and self._idle:
+            fresh = _median_latency(self._idle)
+            monitor.set_baseline(fresh)
+            self.control.add_event(f"{REASON}: idle for {now - self._paused_since:.0f}s with the latency still high; "
+                           f"baseline re-measured (commit {fresh.commit_ms:.2f} ms, read {fresh.read_ms:.2f} ms)")
+            self._paused_since, self._idle, self.ratios = None, [], []
+
