@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 
 from bench import harness
+from bench.window import WindowSampler
 from worker.embedded import postgres_bin_dir
 
 __all__ = ["Latency", "prepare_keys", "pgbench"]
@@ -29,6 +30,7 @@ class Latency:
     p50_ms: float
     p99_ms: float
     autovacuums: int | None = None  # autovacuum runs on the copy while the load ran
+    window: dict[str, object] | None = None  # what the server did meanwhile (bench.window)
 
 
 def prepare_keys(url: str) -> int:
@@ -47,13 +49,16 @@ def pgbench(url: str, keys: int, seconds: float, rate: int = 100, clients: int =
         script = Path(tmp) / "oltp.sql"
         script.write_text(SCRIPT.format(keys=keys))
         prefix = Path(tmp) / "log"
-        subprocess.run([str(postgres_bin_dir() / "pgbench"), "-n", "-f", str(script), "-c", str(clients),
-                        "-j", "1", "-T", str(max(1, int(seconds))), "-R", str(rate), "-l",
-                        "--log-prefix", str(prefix), "-h", str(info.get("host", "127.0.0.1")),
-                        "-p", str(info.get("port", 5432)), "-U", str(info.get("user", "postgres")),
-                        str(info["dbname"])], check=True, capture_output=True, text=True)
+        with WindowSampler(url) as sampler:
+            subprocess.run([str(postgres_bin_dir() / "pgbench"), "-n", "-f", str(script), "-c", str(clients),
+                            "-j", "1", "-T", str(max(1, int(seconds))), "-R", str(rate), "-l",
+                            "--log-prefix", str(prefix), "-h", str(info.get("host", "127.0.0.1")),
+                            "-p", str(info.get("port", 5432)), "-U", str(info.get("user", "postgres")),
+                            str(info["dbname"])], check=True, capture_output=True, text=True)
         latencies = [int(line.split()[2]) / 1000 for log in Path(tmp).glob("log*")
                      for line in log.read_text().splitlines() if line.strip()]
+    window = vars(sampler.report)
     if not latencies:
-        return Latency(0, 0.0, 0.0)
-    return Latency(len(latencies), harness.percentile(latencies, 50), harness.percentile(latencies, 99))
+        return Latency(0, 0.0, 0.0, window=window)
+    return Latency(len(latencies), harness.percentile(latencies, 50), harness.percentile(latencies, 99),
+                   window=window)

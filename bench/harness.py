@@ -28,10 +28,12 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 # The embedded server is sized like a small production box: the tables fit in shared
 # buffers and checkpoints do not fire mid-measurement. Recorded in bench.json.
-SERVER_CONF = {"shared_buffers": "4GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+SERVER_CONF = {"shared_buffers": "4GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min",
+               "track_wal_io_timing": "on"}
 # A server like a managed service's: shared buffers far below the 5M tables, JIT on, WAL and
 # checkpoints at their usual values; the binaries are the operator's (BACKFILL_PG_BIN or --pg-bin).
-PRODUCTION_CONF = {"shared_buffers": "256MB", "jit": "on", "max_wal_size": "2GB", "checkpoint_timeout": "5min"}
+PRODUCTION_CONF = {"shared_buffers": "256MB", "jit": "on", "max_wal_size": "2GB", "checkpoint_timeout": "5min",
+                   "track_wal_io_timing": "on"}
 PROFILES = ("embedded", "production")
 
 

@@ -165,8 +165,42 @@ def readme_section(out: Path) -> str:
                  f"{conf.get('shared_buffers', '?')}, JIT {conf.get('jit', '?')} "
                  f"(available: {conf.get('jit_available', '?')})")
         parts += [title, markdown_table(results["scenarios"]), markdown(results["targets"]),
-                  f"![throughput {server}](bench/results/{plot_name(server)})"]
+                  foreground_table(results["scenarios"]), f"![throughput {server}](bench/results/{plot_name(server)})"]
     return "\n\n".join(parts) + "\n"
+
+
+def _top_waits(window: dict, count: int = 3) -> str:
+    """The load's most frequent wait events, as a share of its active samples."""
+    waits = window.get("waits") or {}
+    total = sum(waits.values())
+    return ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in list(waits.items())[:count]) if total else "-"
+
+
+def _cpu(window: dict) -> str:
+    cpu = window.get("cpu_seconds") or {}
+    return ", ".join(f"{name} {seconds}" for name, seconds in list(cpu.items())[:3]) or "-"
+
+
+def foreground_table(scenarios: list[dict]) -> str:
+    """One row per foreground window: the load's p50/p99, and what the server did meanwhile
+    (WAL, its write and sync time, full-page images, checkpoints, the load's wait events,
+    its lock waits on a backfill session, CPU seconds per kind of server process)."""
+    lines = ["| backfill | rows | during | p50 / p99 ms | WAL MB | WAL write / sync ms | FPIs | checkpoints | "
+             "load waits (share of samples) | lock waits on the backfill | CPU s |",
+             "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | ---: | --- |"]
+    for s in scenarios:
+        windows = [("alone", s["foreground_ms"]["alone"])] + [
+            (m, w[0]) for m, w in s["foreground_ms"].items() if m != "alone" and w]
+        for label, latency in windows:
+            window = latency.get("window") or {}
+            wal = window.get("wal_bytes")
+            lines.append(f"| {s['backfill']} | {s['rows']:,} | {LABELS.get(label, label)} | "
+                         f"{latency['p50_ms']} / {latency['p99_ms']} | "
+                         f"{round(wal / 1e6, 1) if wal is not None else '-'} | "
+                         f"{window.get('wal_write_ms', '-')} / {window.get('wal_sync_ms', '-')} | "
+                         f"{window.get('full_page_images', '-')} | {window.get('checkpoints', '-')} | "
+                         f"{_top_waits(window)} | {window.get('lock_waits_on_backfill', '-')} | {_cpu(window)} |")
+    return "\n".join(lines)
 
 
 def update_readme(readme: Path, section: str) -> None:
