@@ -1,7 +1,7 @@
 """The foreground guard's decision: pure, from plain latency ratios. No IO.
 
 A ratio is what the application would feel now (a durable commit, an indexed read)
-over the same measured while the run was idle. The guard has three levels: `RUN`,
+over the same measured while the run was idle. The guard has three levels: `CONTINUE`,
 `SLOW` (smaller batches, longer sleeps) and `PAUSE` (no batch until the latency comes
 back). It steps up one level per reading, so a run slows down before it pauses. It
 looks at the median of the last few ratios, so one noisy reading moves nothing, and it
@@ -16,11 +16,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 
 from backfills.signals import CONTINUE, Action, Decision
 
-__all__ = ["Level", "GuardState", "Thresholds", "step", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS"]
+__all__ = ["GuardState", "Thresholds", "step", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS"]
 
 REASON = "foreground_latency"
 UNKNOWN_REASON = "foreground_latency_unknown"
@@ -29,14 +28,6 @@ CALM_READINGS = 3     # calm readings in a row before stepping down a level
 SLOW_FACTOR = 0.5     # batch size factor while slowed
 SLOW_SLEEP = 0.5      # extra seconds between batches while slowed
 PAUSE_CHECK = 1.0     # seconds between readings while paused
-
-
-class Level(IntEnum):
-    """How hard the guard holds the run back."""
-
-    RUN = 0
-    SLOW = 1
-    PAUSE = 2
 
 
 @dataclass(frozen=True)
@@ -57,9 +48,10 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class GuardState:
-    """The level and how many calm readings in a row were seen at it."""
+    """The level (how hard the guard holds the run back) and how many calm readings in a
+    row were seen at it."""
 
-    level: Level = Level.RUN
+    level: Action = Action.CONTINUE
     calm: int = 0
 
 
@@ -71,10 +63,10 @@ def _smoothed(ratios: Sequence[float | None]) -> float | None:
     return float(statistics.median(known))
 
 
-def _target(ratio: float, thresholds: Thresholds) -> Level:
+def _target(ratio: float, thresholds: Thresholds) -> Action:
     if ratio >= thresholds.pause:
-        return Level.PAUSE
-    return Level.SLOW if ratio >= thresholds.slow else Level.RUN
+        return Action.PAUSE
+    return Action.SLOW if ratio >= thresholds.slow else Action.CONTINUE
 
 
 def step(state: GuardState, ratios: Sequence[float | None], max_ratio: float) -> tuple[GuardState, Decision]:
@@ -87,18 +79,18 @@ def step(state: GuardState, ratios: Sequence[float | None], max_ratio: float) ->
     thresholds = Thresholds.for_ratio(max_ratio)
     target = _target(ratio, thresholds)
     if target > state.level:
-        state = GuardState(Level(state.level + 1))
-    elif ratio < thresholds.calm and state.level > Level.RUN:
+        state = GuardState(Action(state.level + 1))
+    elif ratio < thresholds.calm and state.level > Action.CONTINUE:
         calm = state.calm + 1
-        state = GuardState(Level(state.level - 1)) if calm >= CALM_READINGS else GuardState(state.level, calm)
+        state = GuardState(Action(state.level - 1)) if calm >= CALM_READINGS else GuardState(state.level, calm)
     elif state.calm:
         state = GuardState(state.level)
     return state, _decision(state.level)
 
 
-def _decision(level: Level) -> Decision:
-    if level is Level.PAUSE:
+def _decision(level: Action) -> Decision:
+    if level is Action.PAUSE:
         return Decision(Action.PAUSE, REASON, sleep_seconds=PAUSE_CHECK)
-    if level is Level.SLOW:
+    if level is Action.SLOW:
         return Decision(Action.SLOW, REASON, batch_factor=SLOW_FACTOR, sleep_seconds=SLOW_SLEEP)
     return CONTINUE

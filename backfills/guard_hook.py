@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from backfills.control import RunControl
 from backfills.foreground import ForegroundMonitor, Latency, publish_run_ratio, ratio
-from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, Level, step
+from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
 from backfills.hooks import Hook, SliceContext, Stop
 from backfills.signals import Action
 from backfills.throttle import throttled_wait
@@ -64,7 +64,7 @@ class ForegroundGuardHook(Hook):
         if not raw:
             return
         data = json.loads(raw)
-        self.state = GuardState(Level(data["level"]), int(data["calm"]))
+        self.state = GuardState(Action(data["level"]), int(data["calm"]))
         self.ratios = list(data["ratios"])
         self._paused_since = data["paused_since"]
         self._idle = [Latency(**r) for r in data["idle"]]

@@ -7,13 +7,13 @@ import random
 import pytest
 
 from backfills.foreground import Latency, ratio
-from backfills.guard import (CALM_READINGS, REASON, UNKNOWN_REASON, GuardState, Level, Thresholds, step)
+from backfills.guard import (CALM_READINGS, REASON, UNKNOWN_REASON, GuardState, Thresholds, step)
 from backfills.signals import Action
 
 R = 1.5  # --max-latency-ratio
 
 
-def run(ratios: list[float | None], state: GuardState = GuardState()) -> list[tuple[Level, Action]]:
+def run(ratios: list[float | None], state: GuardState = GuardState()) -> list[tuple[Action, Action]]:
     """Feed the ratios one by one; the (level, action) after each."""
     seen: list[float | None] = []
     out = []
@@ -29,47 +29,47 @@ def test_thresholds_of_the_default_ratio() -> None:
 
 
 def test_calm_readings_run() -> None:
-    assert run([1.0, 1.1, 1.2, 0.9]) == [(Level.RUN, Action.CONTINUE)] * 4
+    assert run([1.0, 1.1, 1.2, 0.9]) == [(Action.CONTINUE, Action.CONTINUE)] * 4
 
 
 def test_run_to_slow_once_the_median_is_above_the_ratio() -> None:
     levels = run([1.0, 1.6, 1.7])
-    assert levels == [(Level.RUN, Action.CONTINUE), (Level.RUN, Action.CONTINUE), (Level.SLOW, Action.SLOW)]
+    assert levels == [(Action.CONTINUE, Action.CONTINUE), (Action.CONTINUE, Action.CONTINUE), (Action.SLOW, Action.SLOW)]
     state, decision = step(GuardState(), [1.6, 1.6, 1.6], R)
     assert decision.reason == REASON and decision.batch_factor < 1 and decision.sleep_seconds > 0
 
 
 def test_well_above_slows_down_then_pauses() -> None:
-    assert run([2.5, 2.6, 2.7]) == [(Level.SLOW, Action.SLOW), (Level.PAUSE, Action.PAUSE),
-                                    (Level.PAUSE, Action.PAUSE)]
-    _, decision = step(GuardState(Level.SLOW), [2.5, 2.5], R)
+    assert run([2.5, 2.6, 2.7]) == [(Action.SLOW, Action.SLOW), (Action.PAUSE, Action.PAUSE),
+                                    (Action.PAUSE, Action.PAUSE)]
+    _, decision = step(GuardState(Action.SLOW), [2.5, 2.5], R)
     assert decision.reason == REASON
 
 
 def test_slow_to_pause() -> None:
-    assert [lvl for lvl, _ in run([1.6, 1.6, 2.2, 2.3])] == [Level.SLOW, Level.SLOW, Level.SLOW, Level.PAUSE]
+    assert [lvl for lvl, _ in run([1.6, 1.6, 2.2, 2.3])] == [Action.SLOW, Action.SLOW, Action.SLOW, Action.PAUSE]
 
 
 def test_pause_steps_down_to_slow_then_to_run_after_calm_readings() -> None:
-    levels = [lvl for lvl, _ in run([1.0] * (2 * CALM_READINGS), GuardState(Level.PAUSE))]
-    assert levels[:CALM_READINGS - 1] == [Level.PAUSE] * (CALM_READINGS - 1)
-    assert levels[CALM_READINGS - 1] is Level.SLOW
-    assert levels[-1] is Level.RUN
+    levels = [lvl for lvl, _ in run([1.0] * (2 * CALM_READINGS), GuardState(Action.PAUSE))]
+    assert levels[:CALM_READINGS - 1] == [Action.PAUSE] * (CALM_READINGS - 1)
+    assert levels[CALM_READINGS - 1] is Action.SLOW
+    assert levels[-1] is Action.CONTINUE
 
 
 def test_between_calm_and_the_ratio_the_level_holds() -> None:
     """Hysteresis: at 1.3-1.4 (below the ratio, above calm) a slowed run stays slowed."""
-    assert {lvl for lvl, _ in run([1.35, 1.4, 1.3] * 4, GuardState(Level.SLOW))} == {Level.SLOW}
-    assert {lvl for lvl, _ in run([1.35, 1.4, 1.3] * 4)} == {Level.RUN}
+    assert {lvl for lvl, _ in run([1.35, 1.4, 1.3] * 4, GuardState(Action.SLOW))} == {Action.SLOW}
+    assert {lvl for lvl, _ in run([1.35, 1.4, 1.3] * 4)} == {Action.CONTINUE}
 
 
 def test_a_non_calm_reading_restarts_the_count() -> None:
-    levels = [lvl for lvl, _ in run([1.0, 1.4, 1.4, 1.0, 1.0], GuardState(Level.SLOW))]
-    assert levels == [Level.SLOW] * 5
+    levels = [lvl for lvl, _ in run([1.0, 1.4, 1.4, 1.0, 1.0], GuardState(Action.SLOW))]
+    assert levels == [Action.SLOW] * 5
 
 
 def test_one_spike_moves_nothing() -> None:
-    assert {lvl for lvl, _ in run([1.0, 1.0, 5.0, 1.0, 1.0, 9.0, 1.0])} == {Level.RUN}
+    assert {lvl for lvl, _ in run([1.0, 1.0, 5.0, 1.0, 1.0, 9.0, 1.0])} == {Action.CONTINUE}
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -77,7 +77,7 @@ def test_noise_around_the_baseline_never_oscillates(seed: int) -> None:
     rng = random.Random(seed)
     noisy = [max(0.5, rng.gauss(1.0, 0.15)) for _ in range(500)]
     levels = [lvl for lvl, _ in run(noisy)]
-    assert levels.count(Level.PAUSE) == 0
+    assert levels.count(Action.PAUSE) == 0
     changes = sum(1 for a, b in zip(levels, levels[1:]) if a != b)
     assert changes <= 4, changes
 
@@ -91,9 +91,9 @@ def test_noise_at_the_threshold_does_not_flap() -> None:
 
 
 def test_an_unknown_reading_pauses_and_keeps_the_level() -> None:
-    state, decision = step(GuardState(Level.SLOW, calm=2), [1.0, 1.0, None], R)
+    state, decision = step(GuardState(Action.SLOW, calm=2), [1.0, 1.0, None], R)
     assert (decision.action, decision.reason) == (Action.PAUSE, UNKNOWN_REASON)
-    assert state == GuardState(Level.SLOW, calm=2)
+    assert state == GuardState(Action.SLOW, calm=2)
     # known again: the median of the known readings decides
     _, decision = step(GuardState(), [1.0, None, 1.0], R)
     assert decision.action is Action.CONTINUE
