@@ -95,13 +95,21 @@ def test_application_transactions_never_fail_beside_a_run_and_every_row_is_done(
     assert run_cli(settings, "verify", "aois_status").stdout.strip().splitlines()[-1] == "0"
 
 
-def test_rows_held_locked_are_skipped_shown_and_done_once_released(
-        db_url: str, engine: sa.Engine, settings: Settings, workers) -> None:
-    sample_data.load(engine, sample_data.SampleSpec(aois=20_000, jobs=100, bad_rows=False))
-    holder = psycopg.connect(db_url)
+def _hold_rows(engine: sa.Engine, url: str, count: int, offset: int, aois: int) -> psycopg.Connection:
+    """`aois` sample AOIs loaded, and a session holding `count` of them locked (from the
+    `offset`-th in key order) until it rolls back."""
+    sample_data.load(engine, sample_data.SampleSpec(aois=aois, jobs=100, bad_rows=False))
+    holder = psycopg.connect(url)
     holder.execute("SET app.is_system_admin = 'true'")
     # (a FOR UPDATE with an OFFSET would lock the rows it skips too)
-    holder.execute("SELECT 1 FROM aois WHERE id IN (SELECT id FROM aois ORDER BY id LIMIT 200 OFFSET 5000) FOR UPDATE")
+    holder.execute("SELECT 1 FROM aois WHERE id IN (SELECT id FROM aois ORDER BY id LIMIT %s OFFSET %s) FOR UPDATE",
+                   (count, offset))
+    return holder
+
+
+def test_rows_held_locked_are_skipped_shown_and_done_once_released(
+        db_url: str, engine: sa.Engine, settings: Settings, workers) -> None:
+    holder = _hold_rows(engine, db_url, 200, 5000, aois=20_000)
     workers()
     run_id = enqueue(settings, "aois_status", "--batch-size", "2000", "--sleep", "0", "--lock-timeout", "0.2")
     poll(lambda: status(settings, run_id)["rows_processed"] == 19_800, 60, "every free row done")
@@ -122,10 +130,7 @@ def test_rows_held_locked_are_skipped_shown_and_done_once_released(
 
 def test_a_row_locked_past_the_run_patience_is_reported_and_left_for_verify(
         db_url: str, engine: sa.Engine, settings: Settings, workers) -> None:
-    sample_data.load(engine, sample_data.SampleSpec(aois=5_000, jobs=100, bad_rows=False))
-    holder = psycopg.connect(db_url)
-    holder.execute("SET app.is_system_admin = 'true'")
-    holder.execute("SELECT 1 FROM aois WHERE id IN (SELECT id FROM aois ORDER BY id LIMIT 3 OFFSET 100) FOR UPDATE")
+    holder = _hold_rows(engine, db_url, 3, 100, aois=5_000)
     try:
         workers(BACKFILL_RETRY_WINDOW_SECONDS="3")
         run_id = enqueue(settings, "aois_status", "--batch-size", "1000", "--sleep", "0")
