@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from tests.acceptance.test_production_safety import enqueue, poll, status, wait
 from worker import sample_data
-from worker.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 
