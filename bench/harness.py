@@ -183,6 +183,7 @@ class WorkerRunResult:
     batch_p99: float
     peak_rss_mb: float
     in_batches_seconds: float  # the sum of the batch transactions' durations
+    throttle_seconds: dict[str, float]  # time the run spent throttled, per reason
 
 
 def _peak_rss_mb(pgid: int) -> float:
@@ -263,13 +264,17 @@ def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: flo
             "SELECT r.state, extract(epoch FROM r.finished_at - r.started_at) AS secs, sum(p.rows_processed) AS rows,"
             " sum(p.batches) AS batches FROM backfill.runs r JOIN backfill.progress p ON p.run_id = r.id"
             " WHERE r.id = CAST(:id AS uuid) GROUP BY r.id"), {"id": run_id}).one()
+        throttled = {reason: round(float(seconds), 1) for reason, seconds in conn.execute(sa.text(
+            "SELECT reason, seconds FROM backfill.throttle_time WHERE run_id = CAST(:id AS uuid) ORDER BY reason"),
+            {"id": run_id})}
     engine.dispose()
     durations = RunControl(redis_lib.Redis.from_url(settings.require_redis()), settings.namespace,
                            run_id).batch_seconds()
     if row.state not in ("succeeded", "completed_with_errors"):
         raise RuntimeError(f"run {run_id} ended {row.state}")
     return WorkerRunResult(wall, float(row.secs), int(row.rows), int(row.batches),
-                           statistics.median(durations), percentile(durations, 99), peak_rss_mb, sum(durations))
+                           statistics.median(durations), percentile(durations, 99), peak_rss_mb, sum(durations),
+                           throttled)
 
 
 def build_template(admin_url: str, aois: int, jobs: int, threads: int = 0) -> str:

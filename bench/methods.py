@@ -90,6 +90,7 @@ class Measurement:
     full_page_images: int | None = None
     checkpoints: int | None = None
     autovacuums: int | None = None  # autovacuum runs on the copy while this was measured
+    throttle_seconds: dict[str, float] | None = None  # a worker run's time throttled, per reason
 
     def add_wal(self, wal: harness.WalCounters | None) -> None:
         """Attach the WAL written and the checkpoints taken while this was measured."""
@@ -188,4 +189,4 @@ def worker_run(settings: Settings, backfill: str, options: list[str], method: st
     result = harness.run_worker(settings, backfill, options, concurrency=concurrency)
     return Measurement(method, result.engine_seconds, result.rows, result.batches, sleep * result.batches,
                        result.batch_p50, result.batch_p99, result.peak_rss_mb,
-                       in_batches_seconds=result.in_batches_seconds)
+                       in_batches_seconds=result.in_batches_seconds, throttle_seconds=result.throttle_seconds)

@@ -59,6 +59,10 @@ def summarize(runs: Sequence[Measurement]) -> dict[str, object]:
     batches = [m.batches for m in runs if m.batches]
     if batches:
         summary["batches_median"] = statistics.median(batches)
+    throttled = [m.throttle_seconds for m in runs if m.throttle_seconds is not None]
+    if throttled:
+        reasons = sorted({r for t in throttled for r in t})
+        summary["throttle_seconds_median"] = {r: statistics.median(t.get(r, 0.0) for t in throttled) for r in reasons}
     return summary
 
 
@@ -93,11 +97,17 @@ def plot(scenarios: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _throttled(summary: dict) -> str:
+    """Median seconds throttled per reason, e.g. `foreground_latency 4.1`, or `-`."""
+    spent = summary.get("throttle_seconds_median") or {}
+    return ", ".join(f"{reason} {seconds:.1f}" for reason, seconds in spent.items() if seconds) or "-"
+
+
 def markdown_table(scenarios: list[dict]) -> str:
     """One row per scenario and method: rows/s, ratio to (a), batch p50/p99, RSS."""
     lines = ["| backfill | rows | method | runs | rows/s (median, min-max) | vs (a) | batch p50 / p99 ms | "
-             "peak RSS MB | WAL B/row | outcome |",
-             "| --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- |"]
+             "peak RSS MB | WAL B/row | throttled s | outcome |",
+             "| --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- | --- |"]
     for s in scenarios:
         plain = s["methods"].get("plain_update", {}).get("rows_per_second_median")
         for method, data in s["methods"].items():
@@ -108,7 +118,7 @@ def markdown_table(scenarios: list[dict]) -> str:
                          f"{data['rows_per_second_median']:,.0f} ({data['rows_per_second_min']:,.0f}-"
                          f"{data['rows_per_second_max']:,.0f}) | {ratio} | {batch} | "
                          f"{data.get('peak_rss_mb_max', '-')} | {data.get('wal_bytes_per_row_median', '-')} | "
-                         f"{', '.join(data['outcomes'])} |")
+                         f"{_throttled(data)} | {', '.join(data['outcomes'])} |")
     return "\n".join(lines)
 
 
@@ -195,7 +205,7 @@ def foreground_table(scenarios: list[dict]) -> str:
             window = latency.get("window") or {}
             wal = window.get("wal_bytes")
             lines.append(f"| {s['backfill']} | {s['rows']:,} | {LABELS.get(label, label)} | "
-                         f"{latency['p50_ms']} / {latency['p99_ms']} | "
+                         f"{latency.get('p50_ms', '-')} / {latency.get('p99_ms', '-')} | "
                          f"{round(wal / 1e6, 1) if wal is not None else '-'} | "
                          f"{window.get('wal_write_ms', '-')} / {window.get('wal_sync_ms', '-')} | "
                          f"{window.get('full_page_images', '-')} | {window.get('checkpoints', '-')} | "

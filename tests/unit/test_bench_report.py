@@ -178,3 +178,13 @@ def test_the_production_server_refuses_missing_binaries_before_starting(tmp_path
         production_binaries(None)
     with pytest.raises(BenchSetupError, match="no initdb, pg_ctl, postgres there"):
         production_binaries(str(tmp_path))
+
+
+def test_throttle_time_per_reason_is_summarized_as_medians_and_shown() -> None:
+    runs = [_m("worker_defaults", 10.0, 1000, throttle_seconds={"foreground_latency": 4.0}),
+            _m("worker_defaults", 12.0, 1000, throttle_seconds={"foreground_latency": 2.0, "autovacuum": 1.0}),
+            _m("worker_defaults", 11.0, 1000, throttle_seconds={})]
+    summary = report.summarize(runs)
+    assert summary["throttle_seconds_median"] == {"autovacuum": 0.0, "foreground_latency": 2.0}
+    assert report._throttled(summary) == "foreground_latency 2.0"
+    assert report._throttled(report.summarize([_m("plain_update", 1.0, 10)])) == "-"
