@@ -20,7 +20,7 @@ from backfills.control import RunControl
 from backfills.foreground import ForegroundMonitor, Latency, publish_run_ratio, ratio
 from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
 from backfills.hooks import Hook, SliceContext, Stop
-from backfills.signals import Action
+from backfills.signals import Action, Decision
 from backfills.throttle import throttled_wait
 
 __all__ = ["ForegroundGuardHook", "BASELINE_SAMPLES", "BASELINE_MAX_AGE", "REBASELINE_AFTER"]
@@ -53,6 +53,8 @@ class ForegroundGuardHook(Hook):
         self._paused_since: float | None = None
         self._idle: list[Latency] = []
         self._loaded = False
+        self._last_at: float | None = None
+        self._decision: Decision | None = None
 
     def _memory_key(self, ctx: SliceContext) -> str:
         return self.control.key(f"guard:{ctx.part}")
@@ -89,10 +91,7 @@ class ForegroundGuardHook(Hook):
         while True:
             baseline = self._baseline(monitor)
             reading = monitor.reading()
-            current = ratio(reading, baseline) if baseline is not None else None
-            publish_run_ratio(self.control, current)
-            self.ratios = [*self.ratios, current][-WINDOW:]
-            self.state, decision = step(self.state, self.ratios, max_ratio)
+            decision = self._observe(reading, baseline, max_ratio)
             if decision.action is not Action.PAUSE:
                 self._paused_since, self._idle = None, []
                 break
@@ -109,6 +108,19 @@ class ForegroundGuardHook(Hook):
         if ctx.throttled in GUARD_REASONS:
             ctx.throttled = None
         return None
+
+    def _observe(self, reading: Latency, baseline: Latency | None, max_ratio: float) -> Decision:
+        """Fold a reading into the state; a reading already seen (they are shared and last a
+        second, batches may be faster) counts once, so the window and the calm count are
+        in readings, not in batches."""
+        if reading.at == self._last_at and self._decision is not None:
+            return self._decision
+        self._last_at = reading.at
+        current = ratio(reading, baseline) if baseline is not None else None
+        publish_run_ratio(self.control, current)
+        self.ratios = [*self.ratios, current][-WINDOW:]
+        self.state, self._decision = step(self.state, self.ratios, max_ratio)
+        return self._decision
 
     def _baseline(self, monitor: ForegroundMonitor) -> Latency | None:
         """The idle baseline; measured now (the run is between batches) when missing or old."""
