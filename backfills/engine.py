@@ -21,8 +21,11 @@ from backfills.control import KillSwitch, Lease, RunControl
 from backfills.foreground import ForegroundMonitor, LatencyProbe
 from backfills.guard_hook import ForegroundGuardHook
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
-                             ShutdownFlag, ShutdownHook, SleepHook, SliceContext, Stop, write_checkpoint)
+                             ShutdownFlag, ShutdownHook, SleepHook, SliceContext, Stop, StopKind, requested_stop,
+                             write_checkpoint)
 from backfills.keyset import Scope
+from backfills.optimizer import halved
+from backfills.reasons import RETRY_REASONS, ThrottleReason
 from backfills.registry import Registry
 from backfills.retry import Failure, RetryPolicy, classify
 from backfills.throttle import AdaptiveBatchHook, HealthMonitor, ThrottleHook
@@ -30,20 +33,21 @@ from backfills.revisit import CHUNK as REVISIT_CHUNK
 from backfills.revisit import PAUSE_SECONDS as REVISIT_PAUSE
 from backfills.revisit import Step, next_step, revisit_pass
 from backfills.runs import Run, RunStore
+from backfills.states import RunState
 from backfills.throttle_time import ThrottleTimeStore
 
 __all__ = ["SliceOutcome", "SliceRunner", "BatchFailed"]
 
 
 _T = TypeVar("_T")
-_RETRY_REASONS = {"lock_timeout", "statement_timeout", "database_unavailable"}
 
 
 class SliceOutcome(Enum):
     """What the task should do next."""
 
     CONTINUE = "continue"        # re-queue: more to do
-    DONE = "done"                # nothing more for this part (finished, paused, cancelled, failed)
+    DONE = "done"                # the part is finished
+    STOPPED = "stopped"          # the slice ends and is not re-queued (paused, cancelled, failed, lost lease)
     BUSY = "busy"                # another worker holds the part's lease
     NOT_RUNNABLE = "not_runnable"
 
@@ -95,8 +99,8 @@ class SliceRunner:
         keep = False
         try:
             run = self.store.get(run_id)
-            if run.state not in ("queued", "running") or part >= len(run.parts) \
-                    or control.requested() in ("pause", "cancel"):
+            if run.state not in (RunState.QUEUED, RunState.RUNNING) or part >= len(run.parts) \
+                    or requested_stop(control.requested()) is not None:
                 return SliceOutcome.NOT_RUNNABLE, None
             outcome = self._run_leased(run, part, control, lease)
             keep = outcome is SliceOutcome.CONTINUE and lease.renew()
@@ -116,8 +120,8 @@ class SliceRunner:
 
     # -- internals -------------------------------------------------------------------
     def _run_leased(self, run: Run, part: int, control: RunControl, lease: Lease) -> SliceOutcome:
-        if run.state == "queued":  # another part's task may have started the run already
-            run = self.store.transition(run.id, "running", expected=["queued", "running"])
+        if run.state == RunState.QUEUED:  # another part's task may have started the run already
+            run = self.store.transition(run.id, RunState.RUNNING, expected=[RunState.QUEUED, RunState.RUNNING])
         progress = run.parts[part]
         if progress.done:
             return self._finish_if_complete(run.id)
@@ -135,18 +139,17 @@ class SliceRunner:
             executor = self._executor(run, part, definition)
             stop = self._loop(ctx, executor, hooks, lease, control, deadline)
         except BatchFailed as exc:
-            stop = Stop("failed", str(exc))
+            stop = Stop(StopKind.FAILED, str(exc))
         for hook in hooks:
             hook.on_slice_end(ctx, stop if isinstance(stop, Stop) else None)
         ThrottleTimeStore(self.engine).add(run.id, ctx.throttle_seconds)
         return self._conclude(run, part, stop)
 
-    def _interrupted(self, control: RunControl) -> str | None:
+    def _interrupted(self, control: RunControl) -> StopKind | None:
         """pause / cancel / shutdown, if any was asked for."""
         if self.shutdown is not None and self.shutdown.is_set():
-            return "shutdown"
-        requested = control.requested()
-        return requested if requested in ("pause", "cancel") else None
+            return StopKind.SHUTDOWN
+        return requested_stop(control.requested())
 
     @staticmethod
     def _starting_size(run: Run, part: int, control: RunControl) -> int:
@@ -193,7 +196,7 @@ class SliceRunner:
             result = self._with_retries(
                 ctx, lambda t: executor.run(ctx.cursor, ctx.effective_batch_size, t), hooks, lease, control)
             if result is None:
-                return Stop("lost_lease", "another worker moved this part's cursor")
+                return Stop(StopKind.LOST_LEASE, "another worker moved this part's cursor")
             if result.last_key is None:
                 return self._close_part(ctx, executor, hooks, lease, control, deadline)
             ctx.record(result)
@@ -225,7 +228,7 @@ class SliceRunner:
             totals = revisit_pass(lambda after: self._with_retries(
                 ctx, lambda t: executor.revisit(ctx.cursor, after, REVISIT_CHUNK, t), hooks, lease, control))
             if totals is None:
-                return Stop("lost_lease", "another worker moved this part's cursor")
+                return Stop(StopKind.LOST_LEASE, "another worker moved this part's cursor")
             ctx.rows_processed += totals.changed
             ctx.row_errors += totals.rejected
             write_checkpoint(control, ctx)
@@ -237,7 +240,7 @@ class SliceRunner:
                 self.store.mark_part_done(ctx.run.id, ctx.part)
                 return _Finished()
             if not lease.renew():
-                return Stop("lost_lease", "the lease expired while waiting for locked rows")
+                return Stop(StopKind.LOST_LEASE, "the lease expired while waiting for locked rows")
             if time.monotonic() + REVISIT_PAUSE >= deadline:
                 return None
             reason = ctx.nap(REVISIT_PAUSE)
@@ -255,7 +258,7 @@ class SliceRunner:
             timeouts = Timeouts(lock=ctx.options.lock_timeout, statement=ctx.options.statement_timeout)
             try:
                 result = work(timeouts)
-                if ctx.throttled in _RETRY_REASONS:
+                if ctx.throttled in RETRY_REASONS:
                     ctx.throttled = None
                 if failing_since is not None and attempt:
                     control.add_event(f"recovered after {time.monotonic() - failing_since:.1f}s "
@@ -290,18 +293,18 @@ class SliceRunner:
         if failure is Failure.STATEMENT_TIMEOUT:
             if ctx.batch_size == 1:
                 raise BatchFailed(f"a single-row batch after {ctx.cursor} exceeded statement_timeout")
-            ctx.batch_size = max(1, ctx.batch_size // 2)
-            ctx.throttled = "statement_timeout"
+            ctx.batch_size = halved(ctx.batch_size)
+            ctx.throttled = ThrottleReason.STATEMENT_TIMEOUT
             # kept for the following slices too, and visible as the run's batch size
             control.set_overrides(batch_size=ctx.batch_size)
-            ctx.extra["applied_batch_size"] = ctx.batch_size
+            ctx.applied_batch_size = ctx.batch_size
             control.add_event(f"statement_timeout: batch size halved to {ctx.batch_size}")
         elif failure is Failure.LOCK_TIMEOUT:
-            ctx.throttled = "lock_timeout"
+            ctx.throttled = ThrottleReason.LOCK_TIMEOUT
             if lock_timeouts >= 2:
-                ctx.batch_size = max(1, ctx.batch_size // 2)
+                ctx.batch_size = halved(ctx.batch_size)
         else:
-            ctx.throttled = "database_unavailable"
+            ctx.throttled = ThrottleReason.DATABASE_UNAVAILABLE
 
     def _reload_progress(self, ctx: SliceContext) -> None:
         progress = self.store.get(ctx.run.id).parts[ctx.part]
@@ -313,17 +316,17 @@ class SliceRunner:
             return SliceOutcome.CONTINUE
         if isinstance(stop, _Finished):
             return self._finish_if_complete(run.id)
-        if stop.reason in ("shutdown", "throttled"):
+        if stop.kind in (StopKind.SHUTDOWN, StopKind.THROTTLED):
             return SliceOutcome.CONTINUE
-        if stop.reason == "failed":
-            self.store.transition(run.id, "failed", expected=["running"], error=stop.message)
-        elif stop.reason == "pause" and stop.message.startswith("kill switch"):
-            self.store.transition(run.id, "paused", expected=["running"], error=stop.message)
-        return SliceOutcome.DONE
+        if stop.kind is StopKind.FAILED:
+            self.store.transition(run.id, RunState.FAILED, expected=[RunState.RUNNING], error=stop.message)
+        elif stop.kind is StopKind.KILL_SWITCH:
+            self.store.transition(run.id, RunState.PAUSED, expected=[RunState.RUNNING], error=stop.message)
+        return SliceOutcome.STOPPED
 
     def _finish_if_complete(self, run_id: str) -> SliceOutcome:
         run = self.store.get(run_id)
-        if run.done and run.state == "running":
-            final = "completed_with_errors" if run.row_errors > 0 else "succeeded"
-            self.store.transition(run_id, final, expected=["running"])
+        if run.done and run.state == RunState.RUNNING:
+            final = RunState.COMPLETED_WITH_ERRORS if run.row_errors > 0 else RunState.SUCCEEDED
+            self.store.transition(run_id, final, expected=[RunState.RUNNING])
         return SliceOutcome.DONE

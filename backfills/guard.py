@@ -17,12 +17,13 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from backfills.reasons import ThrottleReason
 from backfills.signals import CONTINUE, Action, Decision
 
 __all__ = ["GuardState", "Thresholds", "step", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS"]
 
-REASON = "foreground_latency"
-UNKNOWN_REASON = "foreground_latency_unknown"
+REASON = ThrottleReason.FOREGROUND_LATENCY
+UNKNOWN_REASON = ThrottleReason.FOREGROUND_LATENCY_UNKNOWN
 WINDOW = 3            # readings in the median
 CALM_READINGS = 3     # calm readings in a row before stepping down a level
 SLOW_FACTOR = 0.5     # batch size factor while slowed

@@ -20,6 +20,7 @@ from backfills.control import RunControl
 from backfills.foreground import ForegroundMonitor, Latency, publish_run_ratio, ratio
 from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
 from backfills.hooks import Hook, SliceContext, Stop
+from backfills.reasons import GUARD_REASONS
 from backfills.signals import Action, Decision
 from backfills.throttle import throttled_wait
 
@@ -28,7 +29,6 @@ __all__ = ["ForegroundGuardHook", "BASELINE_SAMPLES", "BASELINE_MAX_AGE", "REBAS
 BASELINE_SAMPLES = 5
 BASELINE_MAX_AGE = 600.0
 REBASELINE_AFTER = 30.0
-GUARD_REASONS = frozenset({REASON, UNKNOWN_REASON})
 
 
 def _median_latency(readings: list[Latency]) -> Latency:

@@ -11,25 +11,41 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from backfills.batch import BatchResult
 from backfills.control import Checkpoint, KillSwitch, Lease, RunControl
 from backfills.definition import Backfill
+from backfills.reasons import ThrottleReason
 from backfills.retry import Failure
 from backfills.runs import Run, RunOptions, RunStore
+from backfills.states import RunState
 
 NAP_STEP = 0.2
 
-__all__ = ["Hook", "SliceContext", "Stop", "ControlHook", "RateLimitHook", "SleepHook",
+__all__ = ["Hook", "SliceContext", "Stop", "StopKind", "ShutdownFlag", "ControlHook", "RateLimitHook", "SleepHook",
            "CheckpointHook", "RowErrorLimitHook", "ShutdownHook", "KillSwitchHook"]
+
+
+class StopKind(StrEnum):
+    """Why a slice ends early."""
+
+    PAUSE = "pause"                    # the run was paused
+    CANCEL = "cancel"                  # the run was cancelled
+    SHUTDOWN = "shutdown"              # the worker is stopping: the slice is re-queued
+    KILL_SWITCH = "kill_switch"        # the namespace's kill switch: the run pauses
+    THROTTLED = "throttled"            # waiting for the database past the slice's end: re-queued
+    LOST_LEASE = "lost_lease"          # another worker may hold the part now
+    STATE_CHANGED = "state_changed"    # the durable run left `running` under this slice
+    FAILED = "failed"                  # the run fails with the message
 
 
 @dataclass(frozen=True)
 class Stop:
-    """Why a slice ends early: pause, cancel, shutdown, lost_lease or failed."""
+    """A slice ending early, and why."""
 
-    reason: str
+    kind: StopKind
     message: str = ""
 
 
@@ -48,14 +64,18 @@ class SliceContext:
     rows_processed: int = 0
     batches: int = 0
     row_errors: int = 0
-    throttled: str | None = None
+    throttled: ThrottleReason | None = None
     last_batch_seconds: float = 0.0
     run_row_errors_before: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
     throttle_seconds: dict[str, float] = field(default_factory=dict)
-    interrupted: Callable[[], str | None] = lambda: None
+    interrupted: Callable[[], StopKind | None] = lambda: None
+    # what hooks keep between batches of the slice
+    applied_batch_size: int | None = None      # the `set --batch-size` override last applied
+    checkpointed: bool = False                 # the slice's first checkpoint is written
+    lag_paused: bool = False                   # waiting for replication lag (hysteresis)
+    pending_failure: Failure | None = None     # a failed attempt not yet counted by the metrics
 
-    def nap(self, seconds: float) -> str | None:
+    def nap(self, seconds: float) -> StopKind | None:
         """Sleep up to `seconds` in short steps; return early with the reason (pause,
         cancel, shutdown) when the run is stopped meanwhile."""
         deadline = time.monotonic() + seconds
@@ -83,6 +103,11 @@ class SliceContext:
         self.row_errors += result.rejected
         self.batches += 1
         self.last_batch_seconds = result.seconds
+
+
+def requested_stop(requested: str | None) -> StopKind | None:
+    """The stop a `pause` or `cancel` request asks for (None for `run` or nothing)."""
+    return {"pause": StopKind.PAUSE, "cancel": StopKind.CANCEL}.get(requested or "")
 
 
 def write_checkpoint(control: RunControl, ctx: SliceContext) -> None:
@@ -123,22 +148,22 @@ class ControlHook(Hook):
         self._checked_at = time.monotonic()
 
     def before_batch(self, ctx: SliceContext) -> Stop | None:
-        requested = self.control.requested()
-        if requested in ("pause", "cancel"):
+        requested = requested_stop(self.control.requested())
+        if requested is not None:
             return Stop(requested)
         if time.monotonic() - self._checked_at >= self.durable_every:
             self._checked_at = time.monotonic()
             state = self.store.get(ctx.run.id).state
-            if state == "paused":
-                return Stop("pause")
-            if state == "cancelled":
-                return Stop("cancel")
-            if state != "running":
-                return Stop("lost_lease", f"run is {state}")
+            if state == RunState.PAUSED:
+                return Stop(StopKind.PAUSE)
+            if state == RunState.CANCELLED:
+                return Stop(StopKind.CANCEL)
+            if state != RunState.RUNNING:
+                return Stop(StopKind.STATE_CHANGED, f"run is {state}")
         overrides = self.control.overrides()
         wanted = overrides.get("batch_size")
-        if wanted is not None and wanted != ctx.extra.get("applied_batch_size"):
-            ctx.extra["applied_batch_size"] = wanted
+        if wanted is not None and wanted != ctx.applied_batch_size:
+            ctx.applied_batch_size = int(wanted)
             ctx.batch_size = int(wanted)
         ctx.sleep = float(overrides.get("sleep", ctx.options.sleep))
         if "max_rows_per_second" in overrides:
@@ -154,7 +179,7 @@ class KillSwitchHook(Hook):
 
     def before_batch(self, ctx: SliceContext) -> Stop | None:
         reason = self.switch.reason()
-        return Stop("pause", f"kill switch: {reason}") if reason else None
+        return Stop(StopKind.KILL_SWITCH, f"kill switch: {reason}") if reason else None
 
 
 class RateLimitHook(Hook):
@@ -169,10 +194,10 @@ class RateLimitHook(Hook):
             return None
         wait = self.control.token_bucket(rate).take(ctx.effective_batch_size)
         if wait > 0:
-            ctx.throttled = "rate_limit"
+            ctx.throttled = ThrottleReason.RATE_LIMIT
             reason = ctx.nap(wait)
             return Stop(reason) if reason else None
-        if ctx.throttled == "rate_limit":
+        if ctx.throttled is ThrottleReason.RATE_LIMIT:
             ctx.throttled = None
         return None
 
@@ -196,8 +221,8 @@ class CheckpointHook(Hook):
         write_checkpoint(self.control, ctx)
 
     def before_batch(self, ctx: SliceContext) -> Stop | None:
-        if ctx.batches == 0 and "checkpointed" not in ctx.extra:
-            ctx.extra["checkpointed"] = True
+        if ctx.batches == 0 and not ctx.checkpointed:
+            ctx.checkpointed = True
             self._write(ctx)
         return None
 
@@ -205,7 +230,7 @@ class CheckpointHook(Hook):
         self._write(ctx)
         self.control.record_batch_seconds(result.seconds)
         if not self.lease.renew():
-            return Stop("lost_lease", "the lease expired and another worker may hold this part")
+            return Stop(StopKind.LOST_LEASE, "the lease expired and another worker may hold this part")
         return None
 
     def on_slice_end(self, ctx: SliceContext, stop: Stop | None) -> None:
@@ -219,7 +244,7 @@ class RowErrorLimitHook(Hook):
         total = ctx.run_row_errors_before + ctx.row_errors
         limit = ctx.options.max_row_errors
         if total > limit:
-            return Stop("failed", f"{total} row errors, more than --max-row-errors {limit}; "
+            return Stop(StopKind.FAILED, f"{total} row errors, more than --max-row-errors {limit}; "
                                   f"see `backfill errors {ctx.run.id}`")
         return None
 
@@ -239,5 +264,5 @@ class ShutdownHook(Hook):
 
     def before_batch(self, ctx: SliceContext) -> Stop | None:
         if self.event is not None and self.event.is_set():
-            return Stop("shutdown")
+            return Stop(StopKind.SHUTDOWN)
         return None

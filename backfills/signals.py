@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from backfills.health import HealthReadings, LockReading, ReplicaReading
+from backfills.reasons import ThrottleReason
 
 __all__ = ["Action", "Decision", "CONTINUE", "replication_signal", "lock_signal", "vacuum_signal", "combine",
            "decide"]
@@ -31,7 +32,7 @@ class Decision:
     """What to do before the next batch."""
 
     action: Action
-    reason: str | None = None
+    reason: ThrottleReason | None = None
     batch_factor: float = 1.0     # multiply the batch size by this
     sleep_seconds: float = 0.0    # extra wait before the next batch
 
@@ -44,10 +45,10 @@ def replication_signal(replicas: Sequence[ReplicaReading] | None, max_lag_second
     """Pause above `max_lag_seconds` on any standby; once paused, resume only below half
     of it (hysteresis, so the run does not flap at the threshold)."""
     if replicas is None:
-        return Decision(Action.PAUSE, "replication_lag_unknown")
+        return Decision(Action.PAUSE, ThrottleReason.REPLICATION_LAG_UNKNOWN)
     worst = max((r.lag_seconds or 0.0 for r in replicas), default=0.0)
     if worst > max_lag_seconds or (paused_for_lag and worst >= max_lag_seconds / 2):
-        return Decision(Action.PAUSE, "replication_lag", sleep_seconds=1.0)
+        return Decision(Action.PAUSE, ThrottleReason.REPLICATION_LAG, sleep_seconds=1.0)
     return CONTINUE
 
 
@@ -55,22 +56,22 @@ def lock_signal(locks: Sequence[LockReading] | None, table: str) -> Decision:
     """Sessions waiting on a lock of the target table: back off. Blocked by a backfill
     session: halve the batch and wait a little, so the application gets its locks."""
     if locks is None:
-        return Decision(Action.PAUSE, "lock_contention_unknown")
+        return Decision(Action.PAUSE, ThrottleReason.LOCK_CONTENTION_UNKNOWN)
     reading = next((r for r in locks if r.table == table), None)
     if reading is None or reading.waiters == 0:
         return CONTINUE
     if reading.blocked_by_backfill:
-        return Decision(Action.SLOW, "lock_contention", batch_factor=0.5,
+        return Decision(Action.SLOW, ThrottleReason.LOCK_CONTENTION, batch_factor=0.5,
                         sleep_seconds=min(2.0, 0.2 + reading.max_wait_seconds))
-    return Decision(Action.SLOW, "lock_waiters", batch_factor=0.75, sleep_seconds=0.2)
+    return Decision(Action.SLOW, ThrottleReason.LOCK_WAITERS, batch_factor=0.75, sleep_seconds=0.2)
 
 
 def vacuum_signal(vacuuming: Sequence[str] | None, table: str) -> Decision:
     """Autovacuum on the target table: slow down and let it finish."""
     if vacuuming is None:
-        return Decision(Action.PAUSE, "vacuum_unknown")
+        return Decision(Action.PAUSE, ThrottleReason.VACUUM_UNKNOWN)
     if table in vacuuming:
-        return Decision(Action.SLOW, "autovacuum", sleep_seconds=0.5)
+        return Decision(Action.SLOW, ThrottleReason.AUTOVACUUM, sleep_seconds=0.5)
     return CONTINUE
 
 

@@ -11,8 +11,11 @@ creates a new run instead.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 __all__ = [
     "ACTIVE",
+    "RunState",
     "STATES",
     "TERMINAL",
     "TRANSITIONS",
@@ -21,15 +24,20 @@ __all__ = [
     "check_transition",
 ]
 
-STATES: tuple[str, ...] = (
-    "queued",
-    "running",
-    "paused",
-    "succeeded",
-    "completed_with_errors",
-    "failed",
-    "cancelled",
-)
+
+class RunState(StrEnum):
+    """The state of a run (its value is the name SPEC gives it, stored as such)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATES: tuple[str, ...] = tuple(state.value for state in RunState)
 
 ACTIVE: frozenset[str] = frozenset({"queued", "running", "paused"})
 TERMINAL: frozenset[str] = frozenset({"succeeded", "completed_with_errors", "failed", "cancelled"})

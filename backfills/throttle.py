@@ -17,16 +17,15 @@ import sqlalchemy as sa
 from backfills.batch import BatchResult
 from backfills.control import RunControl
 from backfills.health import HealthReadings, read_health
-from backfills.hooks import Hook, SliceContext, Stop, write_checkpoint
+from backfills.hooks import Hook, SliceContext, Stop, StopKind, write_checkpoint
+from backfills.reasons import HEALTH_REASONS, ThrottleReason
 from backfills.optimizer import OptimizerState, next_batch_size
 from backfills.retry import Failure
 from backfills.signals import Action, decide
 
-__all__ = ["HealthMonitor", "ThrottleHook", "AdaptiveBatchHook", "THROTTLE_REASONS", "throttled_wait"]
+__all__ = ["HealthMonitor", "ThrottleHook", "AdaptiveBatchHook", "throttled_wait"]
 
 READING_INTERVAL = 1.0
-THROTTLE_REASONS = {"replication_lag", "replication_lag_unknown", "lock_contention", "lock_waiters",
-                    "lock_contention_unknown", "autovacuum", "vacuum_unknown"}
 
 
 class HealthMonitor:
@@ -72,12 +71,11 @@ class ThrottleHook(Hook):
         table = ctx.definition.table
         while True:
             readings = self.monitor.readings([table])
-            decision = decide(readings, table, ctx.options.max_replication_lag,
-                              paused_for_lag=bool(ctx.extra.get("lag_paused")))
-            ctx.extra["lag_paused"] = decision.reason == "replication_lag"
-            if decision.action is not Action.PAUSE:
+            decision = decide(readings, table, ctx.options.max_replication_lag, paused_for_lag=ctx.lag_paused)
+            ctx.lag_paused = decision.reason is ThrottleReason.REPLICATION_LAG
+            if decision.action is not Action.PAUSE or decision.reason is None:
                 break
-            stop = self._wait(ctx, decision.reason or "unknown", decision.sleep_seconds or READING_INTERVAL)
+            stop = self._wait(ctx, decision.reason, decision.sleep_seconds or READING_INTERVAL)
             if stop is not None:
                 return stop
         if decision.action is Action.SLOW:
@@ -86,16 +84,16 @@ class ThrottleHook(Hook):
             reason = ctx.nap(decision.sleep_seconds)
             if reason:
                 return Stop(reason)
-        elif ctx.throttled in THROTTLE_REASONS:
+        elif ctx.throttled in HEALTH_REASONS:
             ctx.throttled = None
         return None
 
-    def _wait(self, ctx: SliceContext, reason: str, seconds: float) -> Stop | None:
+    def _wait(self, ctx: SliceContext, reason: ThrottleReason, seconds: float) -> Stop | None:
         return throttled_wait(ctx, self.control, self.renew, self.deadline, reason, seconds)
 
 
 def throttled_wait(ctx: SliceContext, control: RunControl, renew: Callable[[], bool],
-                   deadline: Callable[[], float], reason: str, seconds: float) -> Stop | None:
+                   deadline: Callable[[], float], reason: ThrottleReason, seconds: float) -> Stop | None:
     """Wait `seconds` before the next batch, throttled for `reason`: shown in the checkpoint,
     the lease kept; the slice ends (to be re-queued) rather than outlive its deadline."""
     if ctx.throttled != reason:
@@ -103,9 +101,9 @@ def throttled_wait(ctx: SliceContext, control: RunControl, renew: Callable[[], b
     ctx.throttled = reason
     write_checkpoint(control, ctx)
     if not renew():
-        return Stop("lost_lease", "the lease expired while throttled")
+        return Stop(StopKind.LOST_LEASE, "the lease expired while throttled")
     if time.monotonic() + seconds >= deadline():
-        return Stop("throttled", reason)
+        return Stop(StopKind.THROTTLED, reason)
     stopped = ctx.nap(seconds)
     return Stop(stopped) if stopped else None
 
@@ -122,7 +120,7 @@ class AdaptiveBatchHook(Hook):
             return None
         self.state = self.state.observe(result.seconds, result.scanned, ctx.effective_batch_size)
         ctx.batch_size = next_batch_size(ctx.batch_size, self.state, target,
-                                         contention=ctx.throttled in ("lock_contention",))
+                                         contention=ctx.throttled is ThrottleReason.LOCK_CONTENTION)
         return None
 
     def on_failure(self, ctx: SliceContext, failure: Failure, error: BaseException) -> None:

@@ -22,15 +22,13 @@ from collections.abc import Callable
 import redis as redis_lib
 
 from backfills.batch import BatchResult
-from backfills.hooks import Hook, SliceContext, Stop
+from backfills.hooks import Hook, SliceContext, Stop, StopKind
 from backfills.retry import Failure
 from monitoring.recorder import MetricsRecorder
 
 __all__ = ["MetricsHook"]
 
 log = logging.getLogger("backfill.metrics")
-
-_PENDING = "metrics_pending_failure"
 
 
 class MetricsHook(Hook):
@@ -50,14 +48,14 @@ class MetricsHook(Hook):
         if failure is Failure.FATAL:
             self._safely(self.recorder.record_attempt, ctx.definition.name, "failed", False)
         else:
-            ctx.extra[_PENDING] = failure
+            ctx.pending_failure = failure
 
     def on_slice_end(self, ctx: SliceContext, stop: Stop | None) -> None:
-        self._settle(ctx, "failed" if stop is not None and stop.reason == "failed" else "retried")
+        self._settle(ctx, "failed" if stop is not None and stop.kind is StopKind.FAILED else "retried")
 
     def _settle(self, ctx: SliceContext, outcome: str) -> None:
         """Count the attempt parked by `on_failure`, if any, under `outcome`."""
-        failure = ctx.extra.pop(_PENDING, None)
+        failure, ctx.pending_failure = ctx.pending_failure, None
         if failure is not None:
             self._safely(self.recorder.record_attempt, ctx.definition.name, outcome,
                          failure is Failure.LOCK_TIMEOUT)

@@ -20,8 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 
 from backfills.states import STATES
-from backfills.guard_hook import GUARD_REASONS
-from backfills.throttle import THROTTLE_REASONS
+from backfills.reasons import ThrottleReason
 
 __all__ = [
     "ALL_METRICS",
@@ -64,12 +63,7 @@ failed the run (`failed`)."""
 RUN_STATES: tuple[str, ...] = STATES
 """`backfill_run_state{state}` has one series per state, 1 for the current one."""
 
-KNOWN_THROTTLE_REASONS: tuple[str, ...] = tuple(sorted({
-    *THROTTLE_REASONS,                                           # database health (ThrottleHook)
-    "rate_limit",                                                # --max-rows-per-second
-    *GUARD_REASONS,                                              # the foreground guard
-    "lock_timeout", "statement_timeout", "database_unavailable",  # retried batch failures
-}))
+KNOWN_THROTTLE_REASONS: tuple[str, ...] = tuple(sorted(reason.value for reason in ThrottleReason))
 """Reasons a run can be throttled for: `backfill_throttled{reason}` is 0 or 1 for each of them."""
 
 BATCH_DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

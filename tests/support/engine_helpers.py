@@ -100,12 +100,13 @@ def slice_runner(engine: sa.Engine, client: redis_lib.Redis, namespace: str, reg
 
 
 def run_to_completion(runner: SliceRunner, run_id: str, max_slices: int = 1000) -> list[SliceOutcome]:
-    """Call `run_slice(run_id, 0)` until it says DONE; returns the outcomes."""
+    """Call `run_slice(run_id, 0)` until the part is done or the slice stops for good
+    (paused, cancelled, failed); returns the outcomes."""
     outcomes = []
     for _ in range(max_slices):
         outcome = runner.run_slice(run_id, 0)
         outcomes.append(outcome)
-        if outcome is SliceOutcome.DONE:
+        if outcome in (SliceOutcome.DONE, SliceOutcome.STOPPED):
             return outcomes
         assert outcome is SliceOutcome.CONTINUE, outcomes
     raise AssertionError(f"run {run_id} not done after {max_slices} slices")

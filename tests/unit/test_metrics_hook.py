@@ -11,7 +11,7 @@ import redis as redis_lib
 
 from backfills.batch import BatchResult
 from backfills.definition import Backfill
-from backfills.hooks import SliceContext, Stop
+from backfills.hooks import SliceContext, Stop, StopKind
 from backfills.retry import Failure
 from backfills.runs import RunOptions
 from monitoring.hook import MetricsHook
@@ -77,7 +77,7 @@ def test_an_attempt_whose_retries_ran_out_failed_the_run(recorder: ListRecorder)
     hook, ctx = MetricsHook(recorder), context()  # type: ignore[arg-type]
     hook.on_failure(ctx, Failure.STATEMENT_TIMEOUT, RuntimeError("x"))
     hook.on_failure(ctx, Failure.LOCK_TIMEOUT, RuntimeError("x"))
-    hook.on_slice_end(ctx, Stop("failed", "gave up after 300s of lock_timeout errors"))
+    hook.on_slice_end(ctx, Stop(StopKind.FAILED, "gave up after 300s of lock_timeout errors"))
     assert recorder.calls == [("attempt", "aois_status", "retried", False),
                               ("attempt", "aois_status", "failed", True)]
 
@@ -85,11 +85,11 @@ def test_an_attempt_whose_retries_ran_out_failed_the_run(recorder: ListRecorder)
 def test_a_fatal_failure_is_counted_failed_once(recorder: ListRecorder) -> None:
     hook, ctx = MetricsHook(recorder), context()  # type: ignore[arg-type]
     hook.on_failure(ctx, Failure.FATAL, RuntimeError("x"))
-    hook.on_slice_end(ctx, Stop("failed", "batch failed"))
+    hook.on_slice_end(ctx, Stop(StopKind.FAILED, "batch failed"))
     assert recorder.calls == [("attempt", "aois_status", "failed", False)]
 
 
-@pytest.mark.parametrize("stop", [None, Stop("lost_lease"), Stop("shutdown")])
+@pytest.mark.parametrize("stop", [None, Stop(StopKind.LOST_LEASE), Stop(StopKind.SHUTDOWN)])
 def test_a_retried_attempt_before_the_slice_ended_otherwise_was_retried(recorder: ListRecorder,
                                                                        stop: Stop | None) -> None:
     hook, ctx = MetricsHook(recorder), context()  # type: ignore[arg-type]
@@ -102,7 +102,7 @@ def test_a_retried_attempt_before_the_slice_ended_otherwise_was_retried(recorder
 def test_row_error_limit_failing_the_run_does_not_count_a_failed_batch(recorder: ListRecorder) -> None:
     hook, ctx = MetricsHook(recorder), context()  # type: ignore[arg-type]
     hook.after_batch(ctx, result(split=True))
-    hook.on_slice_end(ctx, Stop("failed", "1001 row errors"))
+    hook.on_slice_end(ctx, Stop(StopKind.FAILED, "1001 row errors"))
     assert [c[2] for c in recorder.calls] == ["split"]
 
 

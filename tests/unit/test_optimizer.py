@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfills.optimizer import OptimizerState, next_batch_size
+from backfills.optimizer import OptimizerState, halved, next_batch_size
 
 
 def state(seconds: float) -> OptimizerState:
@@ -25,10 +25,14 @@ def test_next_batch_size_moves_toward_the_target(size, smoothed, target, expecte
     assert next_batch_size(size, state(smoothed) if smoothed else OptimizerState(), target) == expected
 
 
-@pytest.mark.parametrize("trouble", [{"timed_out": True}, {"contention": True}])
-def test_timeouts_and_contention_halve_at_once(trouble) -> None:
-    assert next_batch_size(10_000, state(0.1), 1.0, **trouble) == 5_000
-    assert next_batch_size(150, state(0.1), 1.0, **trouble) == 100
+def test_contention_halves_at_once_within_the_optimizer_range() -> None:
+    assert next_batch_size(10_000, state(0.1), 1.0, contention=True) == 5_000
+    assert next_batch_size(150, state(0.1), 1.0, contention=True) == 100
+
+
+@pytest.mark.parametrize(("size", "expected"), [(10_000, 5_000), (3, 1), (2, 1), (1, 1)])
+def test_a_timeout_halves_the_batch_down_to_one_row(size: int, expected: int) -> None:
+    assert halved(size) == expected
 
 
 def test_smoothing_damps_a_single_outlier() -> None:
