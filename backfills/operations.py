@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from backfills.batch import BatchExecutor, Timeouts, error_text, is_data_error, read_key_columns
 from backfills.control import RunControl
 from backfills.definition import Backfill
-from backfills.foreground import run_ratio
 from backfills.keyset import Scope, build
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
@@ -25,7 +24,7 @@ from backfills.runs import Run, RunOptions, RunStore
 from backfills.states import TERMINAL, check_transition
 
 __all__ = ["Dispatch", "Resources", "RegistryGate", "BadInput", "count_remaining", "count_remaining_if_present",
-           "enqueue", "check", "CheckReport", "control_run", "retune", "status_of", "retry_errors"]
+           "enqueue", "check", "CheckReport", "control_run", "retune", "retry_errors"]
 
 _GONE = ("42P01", "42703")  # undefined table, undefined column
 
@@ -165,34 +164,6 @@ def retune(res: Resources, run_id: str, **changes: float | int | None) -> Run:
     return run
 
 
-def status_of(run: Run, control: RunControl) -> dict[str, object]:
-    """`status --json` for one run: the durable record plus the live Redis checkpoint
-    (`control` is the run's Redis state)."""
-    data = run.to_status_json()
-    checkpoints = control.checkpoints()
-    data["events"] = control.events(limit=20)
-    throttled = sorted({cp.throttled for cp in checkpoints.values() if cp.throttled})
-    data["throttled"] = ", ".join(throttled) if throttled and run.state == "running" else None
-    data["foreground_latency_ratio"] = run_ratio(control) if run.state == "running" else None
-    if checkpoints:
-        data["batch_size"] = max(cp.batch_size for cp in checkpoints.values())
-        data["checkpoint_age_seconds"] = round(time.time() - max(cp.at for cp in checkpoints.values()), 3)
-    rate = _rate(run)
-    data["rows_per_second"] = round(rate, 1) if rate else None
-    remaining = run.rows_remaining_estimate
-    data["eta_seconds"] = (round(remaining / rate, 1) if rate and remaining is not None
-                           and run.state == "running" else (0 if run.state in TERMINAL else None))
-    return data
-
-
-def _rate(run: Run) -> float | None:
-    if run.started_at is None or run.rows_processed == 0:
-        return None
-    end = run.finished_at or run.last_progress_at or run.started_at
-    seconds = (end - run.started_at).total_seconds()
-    return run.rows_processed / seconds if seconds > 0 else None
-
-
 def retry_errors(res: Resources, run_id: str, options: RunOptions | None = None) -> Run:
     """A new run over just the rows that failed in `run_id`."""
     parent = res.store.get(run_id)
@@ -259,10 +230,7 @@ def _sample(engine: sa.Engine, definition: Backfill, key: tuple, scope: Scope, o
     with engine.connect() as conn:
         trans = conn.begin()
         try:
-            conn.execute(sa.text("INSERT INTO backfill.runs (id, backfill, state) VALUES "
-                                 "(CAST(:id AS uuid), :name, 'succeeded')"), {"id": run_id, "name": definition.name})
-            conn.execute(sa.text("INSERT INTO backfill.progress (run_id, part) VALUES (CAST(:id AS uuid), 0)"),
-                         {"id": run_id})
+            RunStore(engine).create_scratch(conn, run_id, definition.name)
             executor.begin_batch(conn, timeouts)
             cursor = None
             for _ in range(samples):

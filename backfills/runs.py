@@ -406,6 +406,12 @@ class RunStore:
         """Overwrite a part's durable cursor (tests and repair only: batches move it themselves)."""
         self._update_part("set_cursor", run_id, part, cursor=_key_json("cursor", cursor))
 
+    def create_scratch(self, conn: sa.Connection, run_id: str, backfill: str) -> None:
+        """In the caller's transaction, which rolls it back: an ended run with one part,
+        for sample batches to write their progress to (`check`)."""
+        conn.execute(self._sql["create_scratch_run"], {"id": run_id, "backfill": backfill})
+        conn.execute(self._sql["create_scratch_part"], {"id": run_id})
+
     def touch(self, run_id: str) -> None:
         """Heartbeat: set the run's `updated_at` to now."""
         rid = _run_id(run_id)

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 
 from backfills.health import HealthReadings, read_health
 from backfills.control import RunControl
-from backfills.operations import status_of
 from backfills.registry import Registry, UnknownBackfill
 from backfills.runs import Run, RunStore
+from backfills.states import RunState
+from backfills.status import RunStatus, read_status
 from monitoring.recorder import BackfillCounters, MetricsRecorder
 
 __all__ = ["RunSample", "Sampler", "Scrape"]
@@ -64,13 +65,8 @@ def _age(at: datetime | None) -> float | None:
     return None if at is None else max(0.0, (datetime.now(UTC) - at).total_seconds())
 
 
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _throttle_reasons(text: object) -> frozenset[str]:
-    """`status_of` joins the reasons of every part with ", "."""
-    return frozenset(r.strip() for r in str(text).split(",") if r.strip()) if text else frozenset()
+def _number(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 class Sampler:
@@ -125,22 +121,22 @@ class Sampler:
     def _run_sample(self, run: Run, redis_up: bool) -> tuple[RunSample, bool]:
         """The run's numbers, and whether Redis could be read; from the durable record alone
         when it cannot."""
-        data, ok = run.to_status_json(), redis_up
+        status: RunStatus | None = None
         if redis_up:
             try:
-                data = status_of(run, RunControl(self.redis, self.namespace, run.id))
+                status = read_status(run, RunControl(self.redis, self.namespace, run.id))
             except redis_lib.RedisError:
-                ok = False
-        age = _number(data.get("checkpoint_age_seconds"))
-        if age is None and run.state == "running":
+                redis_up = False
+        age = status.checkpoint_age_seconds if status else None
+        if age is None and run.state == RunState.RUNNING:
             age = _age(run.last_progress_at)  # no live checkpoint: the durable progress is the heartbeat
         return RunSample(
-            backfill=run.backfill, state=run.state, rows_remaining=_number(data.get("rows_remaining_estimate")),
-            rows_estimate=_number(run.rows_estimate), eta_seconds=_number(data.get("eta_seconds")),
-            batch_size=_number(data.get("batch_size")), checkpoint_age_seconds=age,
-            throttled=_throttle_reasons(data.get("throttled")),
-            foreground_latency_ratio=_number(data.get("foreground_latency_ratio")),
-        ), ok
+            backfill=run.backfill, state=run.state, rows_remaining=_number(run.rows_remaining_estimate),
+            rows_estimate=_number(run.rows_estimate), eta_seconds=_number(status.eta_seconds if status else None),
+            batch_size=float(status.batch_size if status else run.options.batch_size), checkpoint_age_seconds=age,
+            throttled=frozenset(status.throttled if status else ()),
+            foreground_latency_ratio=status.foreground_latency_ratio if status else None,
+        ), redis_up
 
     def _tables(self, runs: Sequence[Run]) -> list[str]:
         """The configured tables and those of every active run."""

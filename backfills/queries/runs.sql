@@ -105,3 +105,9 @@ SELECT count(*) FROM backfill.row_errors WHERE run_id = CAST(:run_id AS uuid);
 -- name: touch
 UPDATE backfill.runs SET updated_at = now() WHERE id = CAST(:id AS uuid)
 RETURNING id;
+
+-- name: create_scratch_run
+INSERT INTO backfill.runs (id, backfill, state) VALUES (CAST(:id AS uuid), :backfill, 'succeeded');
+
+-- name: create_scratch_part
+INSERT INTO backfill.progress (run_id, part) VALUES (CAST(:id AS uuid), 0);

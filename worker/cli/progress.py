@@ -10,27 +10,16 @@ from rich.table import Table
 
 from backfills import operations as ops
 from backfills.states import TERMINAL
+from backfills.status import RunStatus, read_status
 
-__all__ = ["render_line", "watch", "percent", "format_eta"]
-
-
-def percent(item: dict[str, object]) -> float:
-    """Done fraction (0-100) from rows processed, row errors and the remaining estimate."""
-    done = int(item["rows_processed"] or 0) + int(item["row_errors"] or 0)  # type: ignore[arg-type]
-    remaining = item.get("rows_remaining_estimate")
-    if item["state"] in ("succeeded", "completed_with_errors"):
-        return 100.0
-    if remaining is None:
-        return 0.0
-    total = done + int(remaining)  # type: ignore[arg-type]
-    return 100.0 * done / total if total else 100.0
+__all__ = ["render_line", "watch", "format_eta"]
 
 
-def format_eta(seconds: object) -> str:
+def format_eta(seconds: float | None) -> str:
     """`1h02m`, `3m05s`, `12s` or `-`."""
     if seconds is None:
         return "-"
-    s = int(float(seconds))  # type: ignore[arg-type]
+    s = int(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
@@ -41,43 +30,43 @@ def _bar(pct: float, width: int = 20) -> str:
     return "#" * filled + "-" * (width - filled)
 
 
-def render_line(item: dict[str, object]) -> str:
+def _throttled(status: RunStatus) -> str:
+    return ", ".join(status.throttled)
+
+
+def render_line(status: RunStatus) -> str:
     """One line: id, backfill, state, bar, rows, rate, ETA, errors, throttle reason."""
-    pct = percent(item)
-    rate = item.get("rows_per_second")
-    line = (f"{item['run_id']}  {item['backfill']:<22} {item['state']:<21} [{_bar(pct)}] {pct:5.1f}%  "
-            f"{int(item['rows_processed'] or 0):,} rows  "  # type: ignore[arg-type]
-            f"{f'{rate:,.0f} rows/s' if rate else '-'}  ETA {format_eta(item.get('eta_seconds'))}  "
-            f"errors {int(item['row_errors'] or 0):,}")  # type: ignore[arg-type]
-    if item.get("rows_skipped_while_locked"):
-        line += (f"  rows skipped while locked {int(item['rows_skipped_while_locked']):,}"  # type: ignore[call-overload]
-                 f" ({int(item.get('rows_still_locked') or 0):,} still locked)")  # type: ignore[call-overload]
-    if item.get("throttled"):
-        line += f"  throttled: {item['throttled']}"
-    if item.get("foreground_latency_ratio") is not None:
-        line += f"  foreground latency {_latency(item)}"
-    if item.get("last_error"):
-        line += f"  reason: {item['last_error']}"
+    run, pct, rate = status.run, status.percent, status.rows_per_second
+    line = (f"{run.id}  {run.backfill:<22} {run.state:<21} [{_bar(pct)}] {pct:5.1f}%  "
+            f"{run.rows_processed:,} rows  "
+            f"{f'{rate:,.0f} rows/s' if rate else '-'}  ETA {format_eta(status.eta_seconds)}  "
+            f"errors {run.row_errors:,}")
+    if run.rows_skipped:
+        line += f"  rows skipped while locked {run.rows_skipped:,} ({run.rows_still_locked:,} still locked)"
+    if status.throttled:
+        line += f"  throttled: {_throttled(status)}"
+    if status.foreground_latency_ratio is not None:
+        line += f"  foreground latency {_latency(status)}"
+    if run.last_error:
+        line += f"  reason: {run.last_error}"
     return line
 
 
-def _latency(item: dict[str, object]) -> str:
+def _latency(status: RunStatus) -> str:
     """The foreground guard's last ratio, as `x1.07`, or `-`."""
-    value = item.get("foreground_latency_ratio")
-    return f"x{float(value):.2f}" if value is not None else "-"  # type: ignore[arg-type]
+    value = status.foreground_latency_ratio
+    return f"x{value:.2f}" if value is not None else "-"
 
 
-def _table(items: list[dict[str, object]]) -> Table:
+def _table(statuses: list[RunStatus]) -> Table:
     table = Table(expand=False)
     for column in ("backfill", "state", "progress", "rows", "rows/s", "ETA", "errors", "throttled", "latency"):
         table.add_column(column)
-    for item in items:
-        pct = percent(item)
-        rate = item.get("rows_per_second")
-        table.add_row(str(item["backfill"]), str(item["state"]), f"[{_bar(pct)}] {pct:5.1f}%",
-                      f"{int(item['rows_processed'] or 0):,}", f"{rate:,.0f}" if rate else "-",  # type: ignore[arg-type]
-                      format_eta(item.get("eta_seconds")), f"{int(item['row_errors'] or 0):,}",  # type: ignore[arg-type]
-                      str(item.get("throttled") or "-"), _latency(item))
+    for status in statuses:
+        run, pct, rate = status.run, status.percent, status.rows_per_second
+        table.add_row(run.backfill, str(run.state), f"[{_bar(pct)}] {pct:5.1f}%", f"{run.rows_processed:,}",
+                      f"{rate:,.0f}" if rate else "-", format_eta(status.eta_seconds), f"{run.row_errors:,}",
+                      _throttled(status) or "-", _latency(status))
     return table
 
 
@@ -93,8 +82,8 @@ def watch(res: ops.Resources, run_id: str | list[str] | None, interval: float = 
         return
     with Live(console=console or Console(), refresh_per_second=4) as live:
         while True:
-            items = [ops.status_of(res.store.get(i), res.control(i)) for i in ids]
-            live.update(_table(items))
-            if all(item["state"] in TERMINAL for item in items):
+            statuses = [read_status(res.store.get(i), res.control(i)) for i in ids]
+            live.update(_table(statuses))
+            if all(status.run.state in TERMINAL for status in statuses):
                 return
             time.sleep(interval)

@@ -8,6 +8,7 @@ import click
 
 from backfills import operations as ops
 from backfills.states import TERMINAL
+from backfills.status import read_status
 from worker.cli.common import (EXIT_FAILURE, EXIT_OK, EXIT_ROW_ERRORS, EXIT_TIMEOUT, CliState, command_errors,
                                echo_json, fail, pass_state)
 from worker.cli.options import options_from, run_options
@@ -51,16 +52,17 @@ def status(state: CliState, run_id: str | None, as_json: bool, live: bool) -> No
         watch(res, run_id)
         return
     runs = [res.store.get(run_id)] if run_id else res.store.list()
-    data = [ops.status_of(run, res.control(run.id)) for run in runs]
+    statuses = [read_status(run, res.control(run.id)) for run in runs]
     if as_json:
+        data = [s.to_json() for s in statuses]
         echo_json(data[0] if run_id else data)
         return
-    if not data:
+    if not statuses:
         click.echo("no runs yet: start one with `backfill enqueue NAME`")
-    for item in data:
-        click.echo(render_line(item))
+    for status_ in statuses:
+        click.echo(render_line(status_))
     if run_id:
-        for event in data[0].get("events") or []:  # type: ignore[union-attr]
+        for event in statuses[0].events:
             click.echo(f"  {event}")
 
 
