@@ -206,41 +206,37 @@ class MigrationRunner:
         )
 
     def _apply(self, conn: sa.Connection, migration: MigrationFile) -> None:
-        started = time.monotonic()
-        self.log(f"applying {migration.filename}")
         record = sa.text(
             "INSERT INTO schema_migrations (version, name, checksum, duration_ms) VALUES (:v, :n, :c, :d)"
         )
-        try:
-            if migration.transactional:
-                for attempt in self._retrying(migration.filename):
-                    with attempt, _transaction(conn):
-                        self._execute_all(conn, migration.sql)
-                        conn.execute(record, self._record_args(migration, started))
-            else:
-                self._execute_autocommit(conn, migration.sql, migration.filename)
-                conn.execute(record, self._record_args(migration, started))
-        except sa.exc.DBAPIError as exc:
-            raise MigrationFailed(f"{migration.filename} failed: {first_line(exc)}") from None
-        self.log(f"applied  {migration.filename} ({(time.monotonic() - started) * 1000:.0f} ms)")
+        self._step(conn, migration.filename, migration.filename, migration.sql, migration.transactional,
+                   ("applying", "applied "), lambda started: conn.execute(record, self._record_args(migration, started)))
 
     def _revert(self, conn: sa.Connection, migration: MigrationFile) -> None:
         assert migration.down_sql is not None
-        started = time.monotonic()
-        self.log(f"reverting {migration.filename}")
         forget = sa.text("DELETE FROM schema_migrations WHERE version = :v")
+        self._step(conn, migration.filename, f"down/{migration.filename}", migration.down_sql,
+                   migration.down_transactional, ("reverting", "reverted "),
+                   lambda _started: conn.execute(forget, {"v": migration.version}))
+
+    def _step(self, conn: sa.Connection, filename: str, label: str, sql: str, transactional: bool,
+              verbs: tuple[str, str], bookkeep: Callable[[float], object]) -> None:
+        """Run one migration file's `sql` (retried when transactional), then `bookkeep`
+        (given the start time) in the same transaction; log before and after."""
+        started = time.monotonic()
+        self.log(f"{verbs[0]} {filename}")
         try:
-            if migration.down_transactional:
-                for attempt in self._retrying(f"down/{migration.filename}"):
+            if transactional:
+                for attempt in self._retrying(label):
                     with attempt, _transaction(conn):
-                        self._execute_all(conn, migration.down_sql)
-                        conn.execute(forget, {"v": migration.version})
+                        self._execute_all(conn, sql)
+                        bookkeep(started)
             else:
-                self._execute_autocommit(conn, migration.down_sql, f"down/{migration.filename}")
-                conn.execute(forget, {"v": migration.version})
+                self._execute_autocommit(conn, sql, label)
+                bookkeep(started)
         except sa.exc.DBAPIError as exc:
-            raise MigrationFailed(f"down/{migration.filename} failed: {first_line(exc)}") from None
-        self.log(f"reverted  {migration.filename} ({(time.monotonic() - started) * 1000:.0f} ms)")
+            raise MigrationFailed(f"{label} failed: {first_line(exc)}") from None
+        self.log(f"{verbs[1]} {filename} ({(time.monotonic() - started) * 1000:.0f} ms)")
 
     @staticmethod
     def _record_args(migration: MigrationFile, started: float) -> dict[str, object]:
