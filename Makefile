@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit bench bench-production lint clean
+.PHONY: install demo test typecheck test-unit bench bench-production lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -21,8 +21,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/backfill demo
 
-test: $(STAMP)
+test: $(STAMP) typecheck
 	$(BIN)/pytest -q -p no:cacheprovider tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit

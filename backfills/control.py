@@ -174,7 +174,7 @@ def _check_override(name: str, value: float | int) -> float | int:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if kind is int and value != int(value):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
-    typed = kind(value)
+    typed: float | int = kind(value)
     if typed < 0 or (typed == 0 and name != "sleep"):
         raise ValueError(f"{name} must be {'>= 0' if name == 'sleep' else '> 0'}, got {value!r}")
     return typed
@@ -299,7 +299,8 @@ class RunControl:
         key = self.key(f"checkpoint:{int(part)}")
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(key)
-        pipe.hset(key, mapping=checkpoint_to_hash(checkpoint))
+        fields: dict[Any, Any] = checkpoint_to_hash(checkpoint)
+        pipe.hset(key, mapping=fields)
         pipe.sadd(self.key("parts"), int(part))
         for what in (f"checkpoint:{int(part)}", "parts", "control", "overrides"):
             pipe.expire(self.key(what), RUN_TTL_SECONDS)

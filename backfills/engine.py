@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from backfills.batch import BatchExecutor, LostRace, Timeouts, error_text, read_key_columns, sqlstate
 from backfills.control import KillSwitch, Lease, RunControl
+from backfills.definition import Backfill
 from backfills.foreground import ForegroundMonitor, LatencyProbe
 from backfills.guard_hook import ForegroundGuardHook
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
@@ -176,13 +177,13 @@ class SliceRunner:
         probe = LatencyProbe(self.engine, ctx.definition.qualified_table, tuple(k.name for k in key))
         return ForegroundMonitor(probe, control.client, control.namespace)
 
-    def _executor(self, run: Run, part: int, definition: object) -> BatchExecutor:
+    def _executor(self, run: Run, part: int, definition: Backfill) -> BatchExecutor:
         progress = run.parts[part]
         scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id,
                       upper=tuple(progress.upper_key) if progress.upper_key else None)
         with self.engine.connect() as conn:
-            key = read_key_columns(conn, definition)  # type: ignore[arg-type]
-        return BatchExecutor(self.engine, definition, key, scope, run.id, part)  # type: ignore[arg-type]
+            key = read_key_columns(conn, definition)
+        return BatchExecutor(self.engine, definition, key, scope, run.id, part)
 
     def _loop(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
               control: RunControl, deadline: float) -> Stop | _Finished | None:

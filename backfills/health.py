@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -55,14 +56,14 @@ class HealthReadings:
     @classmethod
     def from_json(cls, data: dict[str, object]) -> HealthReadings:
         """Inverse of `to_json`."""
-        replicas = data.get("replicas")
-        locks = data.get("locks")
-        vacuuming = data.get("vacuuming")
+        replicas = cast("list[dict[str, Any]] | None", data.get("replicas"))
+        locks = cast("list[dict[str, Any]] | None", data.get("locks"))
+        vacuuming = cast("list[str] | None", data.get("vacuuming"))
         return cls(
-            tuple(ReplicaReading(**r) for r in replicas) if replicas is not None else None,  # type: ignore[union-attr]
-            tuple(LockReading(**r) for r in locks) if locks is not None else None,  # type: ignore[union-attr]
-            tuple(vacuuming) if vacuuming is not None else None,  # type: ignore[arg-type]
-            float(data["at"]),  # type: ignore[arg-type]
+            tuple(ReplicaReading(**r) for r in replicas) if replicas is not None else None,
+            tuple(LockReading(**r) for r in locks) if locks is not None else None,
+            tuple(vacuuming) if vacuuming is not None else None,
+            float(cast("float", data["at"])),
         )
 
 

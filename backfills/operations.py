@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from backfills.batch import BatchExecutor, Timeouts, error_text, is_data_error, read_key_columns
 from backfills.control import RunControl
 from backfills.definition import Backfill
-from backfills.keyset import Scope, build
+from backfills.keyset import KeyColumn, Scope, build
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
@@ -217,7 +217,7 @@ def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions,
     return CheckReport(name, todo, failing, plan, len(seconds), seconds, predicted, sample_error)
 
 
-def _sample(engine: sa.Engine, definition: Backfill, key: tuple, scope: Scope, options: RunOptions,
+def _sample(engine: sa.Engine, definition: Backfill, key: tuple[KeyColumn, ...], scope: Scope, options: RunOptions,
             samples: int) -> tuple[list[float], str | None]:
     """Time real batches in transactions that are rolled back (nothing is kept, not even
     the throw-away run record the batch statement writes its progress to). A batch that

@@ -62,7 +62,7 @@ def _walk_index(conn: sa.Connection, definition: Backfill, column: KeyColumn, pa
     total = conn.execute(sa.text(f"SELECT count(*) FROM {definition.qualified_table}")).scalar_one()
     if total < parts:
         return []
-    bounds = []
+    bounds: list[str] = []
     for i in range(1, parts):
         value = conn.execute(sa.text(
             f'SELECT "{column.name}"::text FROM {definition.qualified_table} '

@@ -55,7 +55,7 @@ class Progress:
     rows_still_locked: int = 0
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Progress:
+    def from_row(cls, row: Mapping[Any, Any]) -> Progress:
         """From a `get_parts` result row."""
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
@@ -99,7 +99,7 @@ class Run:
     throttle_seconds: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], parts: Sequence[Progress]) -> Run:
+    def from_row(cls, row: Mapping[Any, Any], parts: Sequence[Progress]) -> Run:
         """From a `get_run` / `list_runs` result row and the run's parts."""
         names = [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "parts", "throttle_seconds")]
         return cls(**{n: row[n] for n in names}, options=RunOptions.from_json(row["options"]),

@@ -44,7 +44,7 @@ def with_database(url: str, dbname: str) -> str:
     if conninfo.startswith("postgresql://"):
         parts = urlsplit(conninfo)
         return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
-    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    info = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(conninfo).items() if v is not None}
     user, password = quote(info.pop("user", "postgres"), safe=""), info.pop("password", None)
     info.pop("dbname", None)
     netloc = _host_ports(info)
@@ -90,7 +90,7 @@ def create_db_engine(
         if pooled
         else {"poolclass": NullPool}
     )
-    return sa.create_engine("postgresql+psycopg://", creator=connect, **pool_args)  # type: ignore[arg-type]
+    return sa.create_engine("postgresql+psycopg://", creator=connect, **pool_args)
 
 
 def ping(engine: sa.Engine, url: str) -> None:

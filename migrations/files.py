@@ -55,7 +55,7 @@ class MigrationFile:
 
 def parse_directives(sql: str) -> tuple[bool, tuple[str, ...]]:
     """(transactional, required backfills) from the header comment lines of `sql`."""
-    transactional, requires = True, []
+    transactional, requires = True, list[str]()
     for line in sql.splitlines():
         stripped = line.strip()
         if not stripped:

@@ -159,8 +159,9 @@ class MetricsServer:
     @property
     def url(self) -> str:
         """Where the metrics are served."""
-        host, port = self.httpd.server_address[:2]
-        return f"http://{f'[{host}]' if ':' in str(host) else host}:{port}/metrics"
+        address = self.httpd.server_address
+        host, port = str(address[0]), address[1]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
     def serve_forever(self) -> None:
         """Serve until `shutdown` (from another thread) or an interrupt."""

@@ -86,7 +86,8 @@ class MetricDef:
 
     def family(self) -> Metric:
         """An empty metric family of this metric, to fill for one scrape."""
-        return _KINDS[self.kind](self.name, self.help, labels=list(self.labels))
+        family: Metric = _KINDS[self.kind](self.name, self.help, labels=list(self.labels))
+        return family
 
     def counter(self) -> CounterMetricFamily:
         """`family()` of a counter."""

@@ -56,7 +56,6 @@ def create_app(settings: Settings) -> tuple[Celery, WorkerRuntime]:
 
 
 def _register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=150)
     def run_part(task: Task, run_id: str, part: int, lease_token: str | None = None) -> str:
         try:
             outcome, token = runtime.runner().run_slice_continuing(run_id, part, lease_token)
@@ -67,3 +66,5 @@ def _register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         if outcome is SliceOutcome.CONTINUE:
             runtime.runtime().dispatch(run_id, part, token)
         return outcome.value
+
+    app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=150)(run_part)

@@ -201,7 +201,7 @@ class Demo:
         runner.up("016")
         return run
 
-    def _contract(self, res: ops.Resources, runner: MigrationRunner, runs: list[str], engine: object) -> None:
+    def _contract(self, res: ops.Resources, runner: MigrationRunner, runs: list[str], engine: sa.Engine) -> None:
         self._step("7. Contract: migrate up (017-019 wait on their backfills)")
         try:
             runner.up()
@@ -212,7 +212,7 @@ class Demo:
             self.say(f"  backfill errors {run.id} ({run.backfill}):")
             for err in res.store.row_errors(run.id, limit=4):
                 self.say(f"    {err.key[0]}  {err.error}")
-        fixed = sample_data.fix_bad_rows(engine)  # type: ignore[arg-type]
+        fixed = sample_data.fix_bad_rows(engine)
         self.say(f"  the data is fixed by hand (demo only): {fixed['aois']} AOIs, {fixed['jobs']} jobs")
         retries = [ops.retry_errors(res, run.id).id for run in failed]
         self.say(f"  backfill retry-errors: {len(retries)} new run(s) over just the failed rows")

@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from worker.pginstall import CACHE_ROOT, EmbeddedServerError, runnable_bin_dir
 
@@ -127,10 +128,10 @@ class EmbeddedPostgres:
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         user = _service_user()
-        identity: dict[str, object] = {"user": user, "group": user, "extra_groups": []} if user else {}
+        identity: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
         binary = self.runnable_bin_dir() / args[0]
         try:
-            result = subprocess.run([str(binary), *args[1:]], **identity,  # type: ignore[arg-type]
+            result = subprocess.run([str(binary), *args[1:]], **identity,
                                     capture_output=True, text=True, cwd="/")
         except OSError as exc:
             raise RuntimeError(f"{binary} cannot be run ({exc.strerror or exc})") from exc

@@ -35,7 +35,7 @@ def list_backfills(state: CliState, as_json: bool) -> None:
 @run_options(enqueue_only=False)
 @pass_state
 @command_errors
-def check(state: CliState, name: str, tenant: str | None, **values: object) -> None:
+def check(state: CliState, /, name: str, tenant: str | None, **values: object) -> None:
     """Pre-flight: rows to do, rows that will fail and why, the plan, a predicted duration."""
     report = run_check(state.engine, state.registry, name, options_from(values), tenant)
     click.echo(f"backfill {report.backfill}: {report.rows_to_do:,} rows to do")

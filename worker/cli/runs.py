@@ -25,7 +25,7 @@ _WAIT_EXIT = {"succeeded": EXIT_OK, "completed_with_errors": EXIT_ROW_ERRORS, "f
 @run_options(enqueue_only=True)
 @pass_state
 @command_errors
-def enqueue(state: CliState, name: str, tenant: str | None, dry_run: bool, **values: object) -> None:
+def enqueue(state: CliState, /, name: str, tenant: str | None, dry_run: bool, **values: object) -> None:
     """Create a run of NAME and hand it to the workers; the run id is the last line."""
     options = options_from(values)
     if dry_run:
