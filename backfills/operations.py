@@ -21,7 +21,7 @@ from backfills.keyset import KeyColumn, Scope, build
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
-from backfills.states import TERMINAL, check_transition
+from backfills.states import TERMINAL, RunState, check_transition
 
 __all__ = ["Dispatch", "Resources", "RegistryGate", "BadInput", "count_remaining", "count_remaining_if_present",
            "enqueue", "check", "CheckReport", "control_run", "retune", "retry_errors"]
@@ -133,8 +133,8 @@ def control_run(res: Resources, run_id: str, command: str) -> Run:
     read before every batch; resume queues the run again."""
     store = res.store
     run = store.get(run_id)
-    target = {"pause": "paused", "resume": "queued", "cancel": "cancelled"}[command]
-    if command == "resume" and run.state != "paused":
+    target = {"pause": RunState.PAUSED, "resume": RunState.QUEUED, "cancel": RunState.CANCELLED}[command]
+    if command == "resume" and run.state != RunState.PAUSED:
         raise BadInput(f"run {run_id} is {run.state}; only a paused run can be resumed")
     check_transition(run.state, target, run_id)
     run = store.transition(run_id, target)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from backfills.states import RunState
+
 __all__ = ["PartReading", "stale_parts"]
 
 
@@ -30,7 +32,7 @@ def stale_parts(state: str, readings: list[PartReading], checkpoint_at: Mapping[
                 now: datetime, stale_seconds: float) -> list[int]:
     """Parts of a `queued`/`running` run to re-queue. A running run whose parts are all
     done (its final transition was lost) yields part 0, which finishes it."""
-    if state not in ("queued", "running"):
+    if state not in (RunState.QUEUED, RunState.RUNNING):
         return []
     if readings and all(r.done for r in readings):
         return [] if any(r.lease_held or r.queued for r in readings) else [0]

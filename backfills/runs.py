@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from backfills.options import RunOptions
 from backfills.queries import load_queries
-from backfills.states import ACTIVE, STATES, TERMINAL, InvalidTransition, check_transition
+from backfills.states import ACTIVE, STATES, TERMINAL, InvalidTransition, RunState, check_transition
 
 __all__ = ["ActiveRunExists", "Progress", "RowError", "Run", "RunNotFound", "RunOptions", "RunStore"]
 
@@ -85,7 +85,7 @@ class Run:
 
     id: str
     backfill: str
-    state: str
+    state: RunState
     options: RunOptions
     tenant: str | None
     parent_run_id: str | None
@@ -101,9 +101,11 @@ class Run:
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], parts: Sequence[Progress]) -> Run:
         """From a `get_run` / `list_runs` result row and the run's parts."""
-        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "parts", "throttle_seconds")]
-        return cls(**{n: row[n] for n in names}, options=RunOptions.from_json(row["options"]),
-                   parts=tuple(parts), throttle_seconds={k: float(v) for k, v in row["throttle_seconds"].items()})
+        names = [f.name for f in dataclasses.fields(cls)
+                 if f.name not in ("state", "options", "parts", "throttle_seconds")]
+        return cls(**{n: row[n] for n in names}, state=RunState(row["state"]),
+                   options=RunOptions.from_json(row["options"]), parts=tuple(parts),
+                   throttle_seconds={k: float(v) for k, v in row["throttle_seconds"].items()})
 
     @property
     def rows_processed(self) -> int:
@@ -375,7 +377,7 @@ class RunStore:
             if current != new_state:
                 check_transition(current, new_state, rid)
                 conn.execute(self._sql["set_state"], {
-                    "id": rid, "state": new_state, "starts": new_state == "running",
+                    "id": rid, "state": new_state, "starts": new_state == RunState.RUNNING,
                     "finishes": new_state in TERMINAL, "error": error})
             return self._load(conn, rid)
 

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from backfills.health import HealthReadings
 from backfills.registry import Registry
+from backfills.states import RunState
 from monitoring import metrics as m
 from monitoring.recorder import BackfillCounters
 from monitoring.sampler import RunSample, Sampler, Scrape
@@ -57,7 +58,7 @@ def _run_families(runs: Sequence[RunSample], latest_states: dict[str, str]) -> l
                               (m.FOREGROUND_LATENCY_RATIO, run.foreground_latency_ratio)):
             if value is not None:
                 gauges[metric].add_metric([run.backfill], value)
-        active = run.throttled if run.state == "running" else frozenset()
+        active = run.throttled if run.state == RunState.RUNNING else frozenset()
         for reason in sorted(set(m.KNOWN_THROTTLE_REASONS) | active):
             throttled.add_metric([run.backfill, reason], 1.0 if reason in active else 0.0)
     for backfill, current in sorted(latest_states.items()):

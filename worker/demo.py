@@ -21,7 +21,7 @@ from rich.table import Table
 
 from backfills import operations as ops
 from backfills.runs import RunOptions
-from backfills.states import TERMINAL
+from backfills.states import TERMINAL, RunState
 from core.settings import Settings, redact
 from migrations.executor import BackfillRequired, MigrationRunner
 from migrations.files import load_migrations
@@ -221,7 +221,7 @@ class Demo:
         while any(res.store.get(r).state not in TERMINAL for r in retries):
             time.sleep(0.2)
         for retry in (res.store.get(r) for r in retries):
-            if retry.rows_processed == 0 and retry.state == "succeeded":
+            if retry.rows_processed == 0 and retry.state == RunState.SUCCEEDED:
                 self.say(f"  {retry.backfill}: the repaired rows no longer needed it (the UPDATE that repaired "
                          f"them fired the expand migration's sync trigger)")
         runner.up()

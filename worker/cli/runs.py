@@ -7,7 +7,7 @@ import time
 import click
 
 from backfills import operations as ops
-from backfills.states import TERMINAL
+from backfills.states import TERMINAL, RunState
 from backfills.status import read_status
 from worker.cli.common import (EXIT_FAILURE, EXIT_OK, EXIT_ROW_ERRORS, EXIT_TIMEOUT, CliState, command_errors,
                                echo_json, fail, pass_state)
@@ -16,8 +16,8 @@ from worker.cli.progress import render_line, watch
 
 __all__ = ["COMMANDS"]
 
-_WAIT_EXIT = {"succeeded": EXIT_OK, "completed_with_errors": EXIT_ROW_ERRORS, "failed": EXIT_FAILURE,
-              "cancelled": EXIT_FAILURE}
+_WAIT_EXIT = {RunState.SUCCEEDED: EXIT_OK, RunState.COMPLETED_WITH_ERRORS: EXIT_ROW_ERRORS,
+              RunState.FAILED: EXIT_FAILURE, RunState.CANCELLED: EXIT_FAILURE}
 
 
 @click.command("enqueue")
