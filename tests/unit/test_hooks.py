@@ -27,7 +27,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def make_run(state: str = RunState.RUNNING, **options: object) -> Run:
-    return Run(id="r1", backfill="aois_status", state=state, options=RunOptions(**options),  # type: ignore[arg-type]
+    return Run(id="r1", backfill="aois_status", state=state, options=RunOptions(**options),
                tenant=None, parent_run_id=None, rows_estimate=None, last_error=None, created_at=NOW,
                started_at=NOW, finished_at=None, updated_at=NOW)
 
@@ -143,7 +143,7 @@ def lagging(seconds: float) -> HealthReadings:
 @pytest.mark.parametrize(("requested", "kind"), [("pause", StopKind.PAUSE), ("cancel", StopKind.CANCEL)])
 def test_control_stops_on_a_redis_request(requested: str, kind: StopKind) -> None:
     ctx = context()
-    hook = ControlHook(FakeControl(requested=requested), FakeStore(ctx.run))  # type: ignore[arg-type]
+    hook = ControlHook(FakeControl(requested=requested), FakeStore(ctx.run))
     assert hook.before_batch(ctx) == Stop(kind)
 
 
@@ -155,14 +155,14 @@ def test_control_stops_on_a_redis_request(requested: str, kind: StopKind) -> Non
 ])
 def test_control_reads_the_durable_state_when_redis_says_nothing(state: str, expected: Stop | None) -> None:
     ctx = context()
-    hook = ControlHook(FakeControl(), FakeStore(make_run(state)), durable_every=0)  # type: ignore[arg-type]
+    hook = ControlHook(FakeControl(), FakeStore(make_run(state)), durable_every=0)
     assert hook.before_batch(ctx) == expected
 
 
 def test_control_applies_a_batch_size_override_once_and_the_live_sleep_and_rate() -> None:
     ctx = context()
     control = FakeControl(overrides={"batch_size": 250, "sleep": 0.5, "max_rows_per_second": 80.0})
-    hook = ControlHook(control, FakeStore(ctx.run))  # type: ignore[arg-type]
+    hook = ControlHook(control, FakeStore(ctx.run))
     assert hook.before_batch(ctx) is None
     assert (ctx.batch_size, ctx.applied_batch_size, ctx.sleep) == (250, 250, 0.5)
     assert ctx.options.max_rows_per_second == 80.0
@@ -173,9 +173,9 @@ def test_control_applies_a_batch_size_override_once_and_the_live_sleep_and_rate(
 
 # -- KillSwitchHook, ShutdownHook --------------------------------------------------------
 def test_the_kill_switch_stops_with_its_own_kind_and_reason() -> None:
-    assert KillSwitchHook(FakeSwitch("incident 42")).before_batch(context()) == Stop(  # type: ignore[arg-type]
+    assert KillSwitchHook(FakeSwitch("incident 42")).before_batch(context()) == Stop(
         StopKind.KILL_SWITCH, "kill switch: incident 42")
-    assert KillSwitchHook(FakeSwitch(None)).before_batch(context()) is None  # type: ignore[arg-type]
+    assert KillSwitchHook(FakeSwitch(None)).before_batch(context()) is None
 
 
 def test_shutdown_stops_once_the_flag_is_set() -> None:
@@ -188,24 +188,24 @@ def test_shutdown_stops_once_the_flag_is_set() -> None:
 def test_rate_limit_takes_the_batch_from_the_bucket_and_waits_when_told() -> None:
     ctx = context(make_run(max_rows_per_second=100.0, batch_size=40))
     control = FakeControl(wait=0.0)
-    assert RateLimitHook(control).before_batch(ctx) is None  # type: ignore[arg-type]
+    assert RateLimitHook(control).before_batch(ctx) is None
     assert control.bucket.taken == [40] and ctx.throttled is None
     control.bucket.wait = 0.01
-    assert RateLimitHook(control).before_batch(ctx) is None  # type: ignore[arg-type]
+    assert RateLimitHook(control).before_batch(ctx) is None
     assert ctx.throttled is ThrottleReason.RATE_LIMIT
     control.bucket.wait = 0.0
-    RateLimitHook(control).before_batch(ctx)  # type: ignore[arg-type]
+    RateLimitHook(control).before_batch(ctx)
     assert ctx.throttled is None
 
 
 def test_rate_limit_wait_is_cut_short_by_a_pause() -> None:
     ctx = context(make_run(max_rows_per_second=1.0), interrupted=StopKind.PAUSE)
-    assert RateLimitHook(FakeControl(wait=60.0)).before_batch(ctx) == Stop(StopKind.PAUSE)  # type: ignore[arg-type]
+    assert RateLimitHook(FakeControl(wait=60.0)).before_batch(ctx) == Stop(StopKind.PAUSE)
 
 
 def test_no_rate_limit_touches_no_bucket() -> None:
     control = FakeControl(wait=60.0)
-    assert RateLimitHook(control).before_batch(context()) is None  # type: ignore[arg-type]
+    assert RateLimitHook(control).before_batch(context()) is None
     assert control.bucket.taken == []
 
 
@@ -218,7 +218,7 @@ def test_sleep_between_batches_is_cut_short_by_a_cancel() -> None:
 # -- CheckpointHook ------------------------------------------------------------------------
 def test_checkpoint_written_once_before_the_first_batch_then_after_each_and_at_the_end() -> None:
     ctx, control, lease = context(), FakeControl(), FakeLease()
-    hook = CheckpointHook(control, lease)  # type: ignore[arg-type]
+    hook = CheckpointHook(control, lease)
     hook.before_batch(ctx)
     hook.before_batch(ctx)
     assert len(control.checkpoints) == 1 and ctx.checkpointed
@@ -230,7 +230,7 @@ def test_checkpoint_written_once_before_the_first_batch_then_after_each_and_at_t
 
 
 def test_checkpoint_stops_the_slice_when_the_lease_is_lost() -> None:
-    stop = CheckpointHook(FakeControl(), FakeLease(held=False)).after_batch(context(), result())  # type: ignore[arg-type]
+    stop = CheckpointHook(FakeControl(), FakeLease(held=False)).after_batch(context(), result())
     assert stop is not None and stop.kind is StopKind.LOST_LEASE
 
 
@@ -247,7 +247,7 @@ def test_row_errors_over_the_whole_run_past_the_limit_fail_it() -> None:
 # -- ThrottleHook ----------------------------------------------------------------------------
 def throttle(monitor: FakeMonitor, control: FakeControl | None = None, held: bool = True,
              deadline: float = 1e12) -> ThrottleHook:
-    return ThrottleHook(monitor, control or FakeControl(), FakeLease(held).renew,  # type: ignore[arg-type]
+    return ThrottleHook(monitor, control or FakeControl(), FakeLease(held).renew,
                         lambda: deadline)
 
 
