@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from backfills.control import RunControl
 from backfills.foreground import ForegroundMonitor, Latency, publish_run_ratio, ratio
-from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
+from backfills.guard import REASON, WINDOW, GuardState, step
 from backfills.hooks import Hook, SliceContext, Stop
 from backfills.reasons import GUARD_REASONS
 from backfills.signals import Action, Decision

@@ -26,7 +26,6 @@ from backfills.control import Checkpoint, RunControl
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
 from backfills.operations import RegistryGate
-from backfills.registry import Registry
 from core.db import create_db_engine
 from core.settings import Settings
 from migrations.executor import MigrationRunner

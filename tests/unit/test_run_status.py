@@ -48,13 +48,15 @@ def test_without_checkpoints_the_options_batch_size_and_no_age_key() -> None:
     assert (status.batch_size, status.checkpoint_age_seconds, status.throttled) == (500, None, ())
     data = status.to_json()
     assert "checkpoint_age_seconds" not in data and data["throttled"] is None
-    keys = set(make_run().to_status_json()) | {"events", "rows_per_second"}
+    keys = set(make_run().to_status_json()) | {"events", "rows_per_second", "foreground_latency_ratio"}
     assert set(data) == keys
 
 
 def test_reasons_and_eta_only_while_running() -> None:
-    paused = run_status(make_run(RunState.PAUSED), {0: checkpoint(1.0, throttled="autovacuum")}, [], now=2.0)
-    assert paused.throttled == () and paused.eta_seconds is None
+    paused = run_status(make_run(RunState.PAUSED), {0: checkpoint(1.0, throttled="autovacuum")}, [], now=2.0,
+                        latency_ratio=1.2)
+    assert paused.throttled == () and paused.eta_seconds is None and paused.foreground_latency_ratio is None
+    assert run_status(make_run(), {}, [], now=0.0, latency_ratio=1.2).to_json()["foreground_latency_ratio"] == 1.2
     done = run_status(make_run(RunState.SUCCEEDED, finished=T0 + timedelta(seconds=60)), {}, [], now=0.0)
     assert done.eta_seconds == 0 and done.percent == 100.0
 
