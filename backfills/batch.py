@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,7 +21,8 @@ from backfills.definition import Backfill
 from backfills.keyset import BatchSql, KeyColumn, Scope, build, key_params
 from core.errors import first_line
 
-__all__ = ["BatchExecutor", "BatchResult", "RevisitResult", "LostRace", "is_data_error", "read_key_columns"]
+__all__ = ["BatchExecutor", "BatchResult", "RevisitResult", "LostRace", "count_remaining", "is_data_error",
+           "read_key_columns"]
 
 _DATA_ERROR_CLASSES = ("22", "23")
 _DATA_ERROR_STATES = {"P0001"}
@@ -88,6 +90,13 @@ def read_key_columns(conn: sa.Connection, definition: Backfill) -> tuple[KeyColu
     if not rows:
         raise LookupError(f"{definition.table} has no primary key; give the backfill an explicit key")
     return tuple(KeyColumn(name, typ) for name, typ, _ in rows)
+
+
+def count_remaining(engine: sa.Engine, definition: Backfill, tenant: str | None = None) -> int:
+    """Rows in scope that still need `definition` (never filtered by RLS: our sessions are system admin)."""
+    sql = build(definition, (), Scope(tenant=tenant)).remaining()
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), {"tenant": tenant}).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -163,8 +172,12 @@ class BatchExecutor:
             if not is_data_error(exc):
                 raise
             return self._bisect(cursor, limit, timeouts, exc, started)
+        self._committed(row)
         return BatchResult(list(row.last_key), row.scanned, row.changed, row.rejected, time.monotonic() - started,
                            skipped=row.skipped)
+
+    def _committed(self, row: sa.Row[Any]) -> None:
+        """Called with the result row of each batch that committed whole."""
 
     def revisit(self, cursor: list[str] | None, after: list[str] | None, limit: int,
                 timeouts: Timeouts) -> RevisitResult:
@@ -200,6 +213,26 @@ class BatchExecutor:
                                 {**self.params(cursor), "limit": limit}).all()
         return [[str(v) for v in row] for row in rows]
 
+    def try_chunk(self, sql: str, params: dict[str, object], timeouts: Timeouts) -> sa.Row[Any] | BaseException:
+        """One bisection step in a transaction of its own: the batch statement's result row,
+        or the data error it failed with (rolled back). Fenced like a batch."""
+        try:
+            with self.engine.begin() as conn:
+                self.begin_batch(conn, timeouts)
+                row = conn.execute(sa.text(sql), params).one()
+                if row.fenced == 0:
+                    raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
+                return row
+        except sa.exc.DBAPIError as exc:
+            if is_data_error(exc):
+                return exc
+            raise
+
+    def _chunk_statement(self, cursor: list[str] | None, chunk: Sequence[list[str]]) -> tuple[str, dict[str, object]]:
+        """The batch statement over the keys of `chunk` (in key order) after `cursor`."""
+        return self.sql.batch(cursor is not None), {**self.params(cursor), **key_params("h", chunk[-1]),
+                                                    "scanned": len(chunk)}
+
     def _bisect(self, cursor: list[str] | None, limit: int, timeouts: Timeouts,
                 error: BaseException, started: float) -> BatchResult:
         keys = self._keys_after(cursor, limit, timeouts)
@@ -207,18 +240,9 @@ class BatchExecutor:
         position = {"cursor": cursor}
 
         def attempt(chunk: Sequence[list[str]]) -> BaseException | None:
-            try:
-                with self.engine.begin() as conn:
-                    self.begin_batch(conn, timeouts)
-                    row = conn.execute(sa.text(self.sql.batch(position["cursor"] is not None)), {
-                        **self.params(position["cursor"]), **key_params("h", chunk[-1]), "scanned": len(chunk),
-                    }).one()
-                    if row.fenced == 0:
-                        raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
-            except sa.exc.DBAPIError as exc:
-                if is_data_error(exc):
-                    return exc
-                raise
+            row = self.try_chunk(*self._chunk_statement(position["cursor"], chunk), timeouts)
+            if isinstance(row, BaseException):
+                return row
             totals["changed"] += row.changed
             totals["rejected"] += row.rejected
             totals["skipped"] += row.skipped
@@ -229,13 +253,14 @@ class BatchExecutor:
         def record(key: list[str], exc: BaseException) -> None:
             with self.engine.begin() as conn:
                 self.begin_batch(conn, timeouts)
-                result = conn.execute(sa.text(self.sql.record_row_error()), {
-                    "run_id": self.run_id, "part": self.part, "key": json.dumps(key),
-                    "error": error_text(exc), "expected": json.dumps(position["cursor"]) if position["cursor"] else None,
-                })
-                if result.rowcount == 0:
+                row = conn.execute(sa.text(self.sql.record_row_error()), {
+                    "run_id": self.run_id, "part": self.part, "key": json.dumps(key), "cursor": json.dumps(key),
+                    "scanned": 1, "error": error_text(exc),
+                    "expected": json.dumps(position["cursor"]) if position["cursor"] else None,
+                }).first()
+                if row is None:
                     raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
-            totals["rejected"] += 1
+            totals["rejected"] += int(row.rejected)
             totals["scanned"] += 1
             position["cursor"] = key
 

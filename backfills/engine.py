@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from backfills.batch import BatchExecutor, LostRace, Timeouts, error_text, read_key_columns, sqlstate
+from backfills.batch import BatchExecutor, LostRace, Timeouts, count_remaining, error_text, read_key_columns, sqlstate
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.definition import Backfill
 from backfills.foreground import ForegroundMonitor, LatencyProbe
@@ -24,16 +24,20 @@ from backfills.guard_hook import ForegroundGuardHook
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
                              ShutdownFlag, ShutdownHook, SleepHook, SliceContext, Stop, StopKind, requested_stop,
                              write_checkpoint)
+from backfills.block_batch import BlockExecutor
+from backfills.definition import Backfill
+from backfills.error_keys import ErrorKeysExecutor
 from backfills.keyset import Scope
 from backfills.optimizer import halved
 from backfills.reasons import RETRY_REASONS, ThrottleReason
+from backfills.order import CLOSING_PASS_LIMIT, PassDecision
 from backfills.registry import Registry
 from backfills.retry import Failure, RetryPolicy, classify
 from backfills.throttle import AdaptiveBatchHook, HealthMonitor, ThrottleHook
 from backfills.revisit import CHUNK as REVISIT_CHUNK
 from backfills.revisit import PAUSE_SECONDS as REVISIT_PAUSE
 from backfills.revisit import Step, next_step, revisit_pass
-from backfills.runs import Run, RunStore
+from backfills.runs import Progress, Run, RunStore
 from backfills.states import RunState
 from backfills.throttle_time import ThrottleTimeStore
 
@@ -125,7 +129,7 @@ class SliceRunner:
             run = self.store.transition(run.id, RunState.RUNNING, expected=[RunState.QUEUED, RunState.RUNNING])
         progress = run.parts[part]
         if progress.done:
-            return self._finish_if_complete(run.id)
+            return self._finish_if_complete(run.id, part, control)
         definition = self.registry.get(run.backfill)
         ctx = SliceContext(run=run, part=part, definition=definition, options=run.options,
                            cursor=progress.cursor, batch_size=self._starting_size(run, part, control),
@@ -144,7 +148,7 @@ class SliceRunner:
         for hook in hooks:
             hook.on_slice_end(ctx, stop if isinstance(stop, Stop) else None)
         ThrottleTimeStore(self.engine).add(run.id, ctx.throttle_seconds)
-        return self._conclude(run, part, stop)
+        return self._conclude(run, part, stop, control)
 
     def _interrupted(self, control: RunControl) -> StopKind | None:
         """pause / cancel / shutdown, if any was asked for."""
@@ -179,10 +183,16 @@ class SliceRunner:
 
     def _executor(self, run: Run, part: int, definition: Backfill) -> BatchExecutor:
         progress = run.parts[part]
-        scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id,
-                      upper=tuple(progress.upper_key) if progress.upper_key else None)
         with self.engine.connect() as conn:
             key = read_key_columns(conn, definition)
+        if run.parent_run_id is not None and definition.into is None:
+            scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id)
+            return ErrorKeysExecutor(self.engine, definition, key, scope, run.id, part)
+        if run.order == "physical":
+            lower, upper = block_bounds(progress)
+            return BlockExecutor(self.engine, definition, key, Scope(tenant=run.tenant), run.id, part, lower, upper)
+        scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id,
+                      upper=tuple(progress.upper_key) if progress.upper_key else None)
         return BatchExecutor(self.engine, definition, key, scope, run.id, part)
 
     def _loop(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
@@ -312,11 +322,11 @@ class SliceRunner:
         ctx.cursor = progress.cursor
         ctx.rows_processed, ctx.batches, ctx.row_errors = progress.rows_processed, progress.batches, progress.row_errors
 
-    def _conclude(self, run: Run, part: int, stop: Stop | _Finished | None) -> SliceOutcome:
+    def _conclude(self, run: Run, part: int, stop: Stop | _Finished | None, control: RunControl) -> SliceOutcome:
         if stop is None:
             return SliceOutcome.CONTINUE
         if isinstance(stop, _Finished):
-            return self._finish_if_complete(run.id)
+            return self._finish_if_complete(run.id, part, control)
         if stop.kind in (StopKind.SHUTDOWN, StopKind.THROTTLED):
             return SliceOutcome.CONTINUE
         if stop.kind is StopKind.FAILED:
@@ -325,9 +335,42 @@ class SliceRunner:
             self.store.transition(run.id, RunState.PAUSED, expected=[RunState.RUNNING], error=stop.message)
         return SliceOutcome.STOPPED
 
-    def _finish_if_complete(self, run_id: str) -> SliceOutcome:
+    def _finish_if_complete(self, run_id: str, part: int, control: RunControl) -> SliceOutcome:
         run = self.store.get(run_id)
-        if run.done and run.state == RunState.RUNNING:
-            final = RunState.COMPLETED_WITH_ERRORS if run.row_errors > 0 else RunState.SUCCEEDED
-            self.store.transition(run_id, final, expected=[RunState.RUNNING])
+        if not (run.done and run.state == RunState.RUNNING):
+            return SliceOutcome.DONE
+        if run.order == "physical":
+            decision = self.store.close_pass(run_id, part)
+            if decision is None:
+                return SliceOutcome.DONE
+            if decision is PassDecision.AGAIN:
+                pass_no = self.store.get(run_id).parts[part].closing_pass
+                control.add_event(f"part {part}: closing pass {pass_no} over the whole table "
+                                  f"(rows may have moved behind the cursor)")
+                return SliceOutcome.CONTINUE
+            if decision is PassDecision.GIVE_UP:
+                return self._give_up(run, control)
+        final = RunState.COMPLETED_WITH_ERRORS if run.row_errors > 0 else RunState.SUCCEEDED
+        self.store.transition(run_id, final, expected=[RunState.RUNNING, final])  # another part may have ended it
         return SliceOutcome.DONE
+
+    def _give_up(self, run: Run, control: RunControl) -> SliceOutcome:
+        """The closing-pass limit is reached while rows keep needing the backfill: the run
+        ends `completed_with_errors`, saying how many rows are left."""
+        left = count_remaining(self.engine, self.registry.get(run.backfill), run.tenant)
+        message = (f"{left:,} rows still need the backfill after {CLOSING_PASS_LIMIT} closing passes "
+                   f"(rows keep changing under the run); run it again, `backfill verify` counts them")
+        control.add_event(message)
+        self.store.transition(run.id, RunState.COMPLETED_WITH_ERRORS,
+                              expected=[RunState.RUNNING, RunState.COMPLETED_WITH_ERRORS], error=message)
+        return SliceOutcome.DONE
+
+
+def block_bounds(progress: Progress) -> tuple[int, int | None]:
+    """The block range [lower, upper) of a physical part's current pass: its own range
+    in the first pass, the whole table in a closing pass."""
+    if progress.closing_pass > 0:
+        return 0, None
+    lower = int(progress.lower_key[0]) if progress.lower_key else 0
+    return lower, int(progress.upper_key[0]) if progress.upper_key else None
+

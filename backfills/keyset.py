@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backfills.copying import insert_missing
+from backfills.action import RangeSql, key_json, record_row_error, update_batch
 from backfills.definition import Backfill
 from backfills.locking import RowLocking
 
-__all__ = ["KeyColumn", "Scope", "BatchSql", "build", "key_params"]
+__all__ = ["KeyColumn", "Scope", "BatchSql", "build", "key_params", "row_locking"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class BatchSql:
         return [f"CAST(e.key ->> {i} AS {k.type})" for i, k in enumerate(self.key)]
 
     def _key_json(self, alias: str) -> str:
-        return "jsonb_build_array(" + ", ".join(f"{c}::text" for c in self._cols(alias)) + ")"
+        return key_json(alias, [k.name for k in self.key])
 
     def _keys_cte(self, with_cursor: bool) -> str:
         order = ", ".join(self._cols("t"))
@@ -143,9 +144,7 @@ class BatchSql:
     @property
     def locking(self) -> RowLocking:
         """The row-locking pieces of this table's batch statements."""
-        d = self.definition
-        return RowLocking(d.qualified_table, tuple(_q(k.name) for k in self.key),
-                          tuple(k.type for k in self.key), d.invalid_reason)
+        return row_locking(self.definition, self.key)
 
     def batch(self, with_cursor: bool) -> str:
         """The batch statement over the keys after the cursor up to `:h0..` (the upper key
@@ -188,18 +187,8 @@ SELECT {self._key_json('b')} AS last_key, b.scanned,
 FROM bounds b"""
 
     def record_row_error(self) -> str:
-        """Record one failing key (isolated by bisection) and move the cursor past it."""
-        return """WITH rejected AS (
-    INSERT INTO backfill.row_errors (run_id, key, error)
-    VALUES (CAST(:run_id AS uuid), CAST(:key AS jsonb), :error)
-    ON CONFLICT (run_id, key) DO NOTHING RETURNING 1
-)
-UPDATE backfill.progress p SET cursor = CAST(:key AS jsonb),
-    row_errors = p.row_errors + (SELECT count(*) FROM rejected),
-    rows_scanned = p.rows_scanned + 1, updated_at = now()
-WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
-    AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
-RETURNING 1"""
+        """Record one failing key (isolated by bisection) and move the cursor to it."""
+        return record_row_error()
 
     def revisit(self) -> str:
         """One chunk of the part's skipped rows, looked up by key (see `RowLocking.revisit`)."""
@@ -228,6 +217,12 @@ RETURNING 1"""
                 f"SELECT ({d.invalid_reason}) AS reason, {self._key_json('t')}::text AS key "
                 f"FROM {d.qualified_table} t WHERE {' AND '.join(conds)}) s "
                 f"WHERE reason IS NOT NULL GROUP BY reason ORDER BY rows DESC")
+
+
+def row_locking(definition: Backfill, key: Sequence[KeyColumn]) -> RowLocking:
+    """The row-locking pieces of `definition`'s batch statements over `key`."""
+    return RowLocking(definition.qualified_table, tuple(_q(k.name) for k in key), tuple(k.type for k in key),
+                      definition.invalid_reason)
 
 
 def build(definition: Backfill, key: Sequence[KeyColumn], scope: Scope = Scope()) -> BatchSql:

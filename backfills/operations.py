@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,9 +16,13 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.batch import BatchExecutor, Timeouts, error_text, is_data_error, read_key_columns
+from backfills.batch import count_remaining as rows_needing
+from backfills.block_batch import BlockExecutor
+from backfills.blocks import build_blocks
 from backfills.control import RunControl
 from backfills.definition import Backfill
 from backfills.keyset import KeyColumn, Scope, build
+from backfills.order import OrderChoice, OrderUnavailable, block_parts, choose_order, read_order_readings
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
@@ -79,9 +84,8 @@ def _scope_for(definition: Backfill, tenant: str | None) -> Scope:
 
 def count_remaining(engine: sa.Engine, definition: Backfill, tenant: str | None = None) -> int:
     """Rows that still need `definition` (never filtered by RLS: our sessions are system admin)."""
-    sql = build(definition, (), _scope_for(definition, tenant)).remaining()
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text(sql), {"tenant": tenant}).scalar_one())
+    _scope_for(definition, tenant)
+    return rows_needing(engine, definition, tenant)
 
 
 def count_remaining_if_present(engine: sa.Engine, definition: Backfill) -> int | None:
@@ -118,14 +122,40 @@ def enqueue(res: Resources, name: str, options: RunOptions, tenant: str | None =
     estimate = (res.store.row_error_count(parent_run_id) if parent_run_id
                 else count_remaining(res.engine, definition, tenant))
     with res.engine.connect() as conn:
-        bounds = read_bounds(conn, definition, read_key_columns(conn, definition), options.partitions)
+        key = read_key_columns(conn, definition)
+        choice = choose(conn, definition, key, options, retry=parent_run_id is not None)
+        if choice.order == "physical":
+            parts = block_parts(relation_blocks(conn, definition, key), options.partitions)
+        else:
+            parts = part_ranges(read_bounds(conn, definition, key, options.partitions))
     run = res.store.create(name, options, tenant=tenant, parent_run_id=parent_run_id, rows_estimate=estimate,
-                           parts=part_ranges(bounds))
+                           parts=parts, order=choice.order, order_reason=choice.reason)
     control = res.control(run.id)
     control.request("run")
     for part in run.parts:
         res.dispatch(run.id, part.part)
     return run
+
+
+def choose(conn: sa.Connection, definition: Backfill, key: Sequence[KeyColumn], options: RunOptions,
+           retry: bool = False) -> OrderChoice:
+    """The run's batch order (`--order`), read from the table; BadInput when `physical`
+    is asked for where it cannot work."""
+    if retry:
+        return OrderChoice("key", "key order: a retry run looks up the keys recorded as row errors")
+    if definition.into is not None:
+        if options.order == "physical":
+            raise BadInput("--order physical cannot be used here: a copy backfill walks its source in key order")
+        return OrderChoice("key", "key order: a copy backfill walks its source in key order")
+    try:
+        return choose_order(options.order, read_order_readings(conn, definition, [k.name for k in key]))
+    except OrderUnavailable as exc:
+        raise BadInput(str(exc)) from None
+
+
+def relation_blocks(conn: sa.Connection, definition: Backfill, key: Sequence[KeyColumn]) -> int:
+    """The table's size in blocks now."""
+    return int(conn.execute(sa.text(build_blocks(definition, tuple(key)).relation_blocks())).scalar_one())
 
 
 def control_run(res: Resources, run_id: str, command: str) -> Run:
@@ -186,6 +216,8 @@ class CheckReport:
     sample_seconds: list[float] = field(default_factory=list)
     predicted_seconds: float | None = None
     sample_error: str | None = None  # a sample batch failed on a row's data (a run bisects around it)
+    order: str = "key"
+    order_reason: str = ""
 
 
 def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions, tenant: str | None = None,
@@ -204,28 +236,36 @@ def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions,
         if batch.invalid_summary():
             failing = [(r.reason, int(r.rows), r.example)
                        for r in conn.execute(sa.text(batch.invalid_summary() or ""), {"tenant": tenant})]
-        explainer = BatchExecutor(engine, definition, key, scope, str(uuid.uuid4()), 0)
+        choice = choose(conn, definition, key, options)
+        explainer = _executor(engine, definition, key, scope, str(uuid.uuid4()), choice.order)
         explainer.begin_batch(conn, Timeouts(options.lock_timeout, options.statement_timeout))
         statement = explainer.next_statement(conn, None, options.batch_size)
         plan = ([r[0] for r in conn.execute(sa.text("EXPLAIN " + statement[0].text), statement[1])]
                 if statement else ["(no rows: nothing to plan)"])
-    seconds, sample_error = _sample(engine, definition, key, scope, options, samples)
+    seconds, sample_error = _sample(_executor(engine, definition, key, scope, str(uuid.uuid4()), choice.order),
+                                    options, samples)
     predicted = None
     if seconds:
         batches = -(-todo // options.batch_size) if todo else 0
         predicted = batches * (statistics.median(seconds) + options.sleep)
-    return CheckReport(name, todo, failing, plan, len(seconds), seconds, predicted, sample_error)
+    return CheckReport(name, todo, failing, plan, len(seconds), seconds, predicted, sample_error, choice.order,
+                       choice.reason)
 
 
-def _sample(engine: sa.Engine, definition: Backfill, key: tuple[KeyColumn, ...], scope: Scope, options: RunOptions,
-            samples: int) -> tuple[list[float], str | None]:
+def _executor(engine: sa.Engine, definition: Backfill, key: Sequence[KeyColumn], scope: Scope, run_id: str,
+              order: str) -> BatchExecutor:
+    if order == "physical":
+        return BlockExecutor(engine, definition, key, scope, run_id, 0)
+    return BatchExecutor(engine, definition, key, scope, run_id, 0)
+
+
+def _sample(executor: BatchExecutor, options: RunOptions, samples: int) -> tuple[list[float], str | None]:
     """Time real batches in transactions that are rolled back (nothing is kept, not even
     the throw-away run record the batch statement writes its progress to). A batch that
     fails on a row's data (e.g. a row a copy's target refuses) ends the sampling; its error
     is returned with the timings so far."""
     timings: list[float] = []
-    run_id = str(uuid.uuid4())
-    executor = BatchExecutor(engine, definition, key, scope, run_id, 0)
+    engine, definition, run_id = executor.engine, executor.definition, executor.run_id
     timeouts = Timeouts(options.lock_timeout, options.statement_timeout)
     with engine.connect() as conn:
         trans = conn.begin()

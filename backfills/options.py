@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_BATCH_SIZE", "MAX_PARTITIONS", "RunOptions"]
+__all__ = ["MAX_BATCH_SIZE", "MAX_PARTITIONS", "ORDERS", "RunOptions"]
 
 MAX_BATCH_SIZE = 1_000_000
 MAX_PARTITIONS = 64
+ORDERS = ("auto", "key", "physical")
 
 
 def _flag(name: str) -> str:
@@ -57,6 +58,7 @@ class RunOptions:
     max_row_errors: int = 1000
     partitions: int = 1
     max_latency_ratio: float = 1.5
+    order: str = "auto"
 
     def validate(self) -> None:
         """Raise `ValueError` (one sentence naming the command-line option) on a bad value."""
@@ -74,6 +76,8 @@ class RunOptions:
             raise ValueError(f"--max-latency-ratio must be 0 (off) or above 1, got {self.max_latency_ratio}")
         _check_int("partitions", self.partitions, 1, MAX_PARTITIONS,
                    f"a whole number from 1 to {MAX_PARTITIONS}")
+        if self.order not in ORDERS:
+            raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}")
 
     def to_json(self) -> dict[str, object]:
         """Every option by field name (JSON-serialisable; `None` for unset limits)."""

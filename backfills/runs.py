@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from backfills.options import RunOptions
+from backfills.order import CLOSING_PASS_LIMIT, PassDecision, closing_decision
 from backfills.queries import load_queries
 from backfills.states import ACTIVE, STATES, TERMINAL, InvalidTransition, RunState, check_transition
 
@@ -53,6 +54,8 @@ class Progress:
     updated_at: datetime
     rows_skipped: int = 0
     rows_still_locked: int = 0
+    closing_pass: int = 0
+    pass_start_rows: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Progress:
@@ -95,6 +98,8 @@ class Run:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    order: str = "key"
+    order_reason: str | None = None
     parts: tuple[Progress, ...] = field(default_factory=tuple)
     throttle_seconds: Mapping[str, float] = field(default_factory=dict)
 
@@ -170,6 +175,7 @@ class Run:
             "rows_estimate": self.rows_estimate, "rows_scanned": self.rows_scanned,
             "updated_at": _iso(self.updated_at), "last_progress_at": _iso(self.last_progress_at),
             "parts": [p.to_json() for p in self.parts], "options": self.options.to_json(),
+            "order": self.order, "order_reason": self.order_reason,
         }
 
 
@@ -301,6 +307,8 @@ class RunStore:
         parent_run_id: str | None = None,
         rows_estimate: int | None = None,
         parts: Sequence[tuple[Key | None, Key | None]] = ((None, None),),
+        order: str = "key",
+        order_reason: str | None = None,
     ) -> Run:
         """Create a queued run with one progress row per `(lower_key, upper_key)` part.
 
@@ -309,6 +317,9 @@ class RunStore:
         `RunNotFound` for an unknown parent run, `ValueError` for bad arguments.
         """
         params = self._create_params(backfill, options, tenant, parent_run_id, rows_estimate)
+        if order not in ("key", "physical"):
+            raise ValueError(f"a run's order is key or physical, got {order!r}")
+        params.update(order=order, order_reason=order_reason)
         part_rows = _part_params(parts)
         for _ in range(_CREATE_ATTEMPTS):
             try:
@@ -403,6 +414,28 @@ class RunStore:
     def mark_part_done(self, run_id: str, part: int) -> None:
         """Record that a part reached its upper key."""
         self._update_part("mark_part_done", run_id, part)
+
+    def close_pass(self, run_id: str, part: int, limit: int = CLOSING_PASS_LIMIT) -> PassDecision | None:
+        """When every part of a physical run reached the end of its pass: decide, under the
+        run's row lock, whether `part` makes a closing pass over the whole table (then it is
+        reopened from block 0), or the run is finished, or the pass limit is reached. None
+        while other parts are still going, or when the run is no longer running."""
+        rid = _run_id(run_id)
+        with self._engine.begin() as conn:
+            if self._lock(conn, rid) != "running":
+                return None
+            parts = {r.part: r for r in conn.execute(self._sql["lock_parts"], {"run_id": rid})}
+            if part not in parts:
+                raise ValueError(f"run {rid} has no part {part}")
+            if not all(r.done for r in parts.values()):
+                return None
+            mine = parts[part]
+            found = (sum(r.found_total for r in parts.values()) if mine.closing_pass == 0
+                     else mine.found_total - mine.pass_start_rows)
+            decision = closing_decision(int(found), mine.closing_pass, limit)
+            if decision is PassDecision.AGAIN:
+                conn.execute(self._sql["reopen_part"], {"run_id": rid, "part": part})
+            return decision
 
     def set_cursor(self, run_id: str, part: int, cursor: Key | None) -> None:
         """Overwrite a part's durable cursor (tests and repair only: batches move it themselves)."""

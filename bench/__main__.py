@@ -34,7 +34,8 @@ from core.settings import Settings
 
 BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id", "ai_assistant_threads_copy")
 FOREGROUND_SECONDS = 20.0
-WORKER_METHODS = (("worker_sleep0", ["--sleep", "0"], 0.0), ("worker_defaults", [], 0.1))
+WORKER_METHODS = (("worker_sleep0", ["--sleep", "0", "--order", "key"], 0.0),
+                  ("worker_physical", ["--sleep", "0", "--order", "physical"], 0.0), ("worker_defaults", [], 0.1))
 RESULTS = harness.REPO / "bench" / "results"
 
 
@@ -109,6 +110,7 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
         log(f"  (a') plain UPDATE with the definition's subquery {out['plain_update_subquery'].seconds:.1f}s")  # type: ignore[attr-defined]
     if extras.bare_loop:
         out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
+        out["bare_block_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill, physical=True))
     for method, options, sleep in WORKER_METHODS:
         result: Measurement = on_copy(srv, template, lambda url, db, o=options, m=method, s=sleep: methods.worker_run(
             settings_for(srv, db), backfill, o, m, s))  # type: ignore[assignment]
@@ -146,10 +148,10 @@ def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys
         runs.append(one_repetition(srv, template, backfill, keys, extras))
         if "runbook_loop" in runs[-1]:
             outcomes.append(runs[-1]["runbook_loop"].outcome)  # type: ignore[attr-defined]
-    names = [m for m in ("plain_update", "plain_update_subquery", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop")
-             if any(m in r for r in runs)]
+    names = [m for m in ("plain_update", "plain_update_subquery", "runbook_loop", "worker_sleep0", "worker_physical",
+                         "worker_defaults", "bare_keyset_loop", "bare_block_loop") if any(m in r for r in runs)]
     latency = {m: [r[f"foreground_{m}"] for r in runs if f"foreground_{m}" in r]
-               for m in ("worker_sleep0", "worker_defaults")}
+               for m in ("worker_sleep0", "worker_physical", "worker_defaults")}
     return {
         "backfill": backfill, "rows": rows,
         "methods": {m: report.summarize([r[m] for r in runs if m in r]) for m in names},  # type: ignore[misc]

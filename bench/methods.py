@@ -2,9 +2,10 @@
 
 (a) one plain UPDATE (for the copy: one plain INSERT ... SELECT), the physical limit;
 (b) the runbook's `DO $$` loop with 10k batches (verbatim, with its 0.1 s sleep; for the
-copy: the runbook's one-statement sync); (c) our worker with throttling off
-(`--sleep 0`); (d) our worker with defaults; and a bare keyset loop (the same batch
-statement in a Python loop, no Celery, no Redis, no hooks) to price the framework.
+copy: the runbook's one-statement sync); (c) our worker with throttling off (`--sleep 0`)
+in key order, and (c') in physical order (block ranges); (d) our worker with defaults; and
+bare keyset and block-range loops (the same batch statements in a Python loop, no Celery,
+no Redis, no hooks) to price the framework.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 
 from backfills.batch import BatchExecutor, Timeouts, read_key_columns
+from backfills.block_batch import BlockExecutor
 from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
@@ -159,14 +161,16 @@ def runbook_loop(url: str, backfill: str, cap_seconds: float) -> Measurement:
     return Measurement("runbook_loop", seconds, rows, batches, sleep_seconds=0.1 * batches, outcome=outcome)
 
 
-def bare_loop(url: str, backfill: str, batch_size: int = 10_000) -> Measurement:
-    """The batch statement alone, in a loop: what the framework adds is measured against this."""
+def bare_loop(url: str, backfill: str, batch_size: int = 10_000, physical: bool = False) -> Measurement:
+    """The batch statement alone, in a loop (key ranges, or block ranges when `physical`):
+    what the framework adds is measured against this."""
     engine = create_db_engine(url)
     definition = Registry.discover().get(backfill)
-    run = RunStore(engine).create(backfill, RunOptions(batch_size=batch_size, sleep=0))
+    order = "physical" if physical else "key"
+    run = RunStore(engine).create(backfill, RunOptions(batch_size=batch_size, sleep=0, order=order), order=order)
     with engine.connect() as conn:
         key = read_key_columns(conn, definition)
-    executor = BatchExecutor(engine, definition, key, Scope(), run.id, 0)
+    executor = (BlockExecutor if physical else BatchExecutor)(engine, definition, key, Scope(), run.id, 0)
     durations: list[float] = []
     rows, cursor = 0, None
     started = time.perf_counter()
@@ -179,7 +183,8 @@ def bare_loop(url: str, backfill: str, batch_size: int = 10_000) -> Measurement:
         cursor = result.last_key
     seconds = time.perf_counter() - started
     engine.dispose()
-    return Measurement("bare_keyset_loop", seconds, rows, len(durations), 0.0, statistics.median(durations),
+    return Measurement(f"bare_{'block' if physical else 'keyset'}_loop", seconds, rows, len(durations), 0.0,
+                       statistics.median(durations),
                        harness.percentile(durations, 99), in_batches_seconds=sum(durations))
 
 

@@ -17,8 +17,10 @@ LABELS = {
     "plain_update_subquery": "(a') plain UPDATE, the definition's subquery",
     "runbook_loop": "(b) runbook loop",
     "worker_sleep0": "(c) worker, --sleep 0",
+    "worker_physical": "(c') worker, --sleep 0, physical order",
     "worker_defaults": "(d) worker, defaults",
     "bare_keyset_loop": "bare keyset loop",
+    "bare_block_loop": "bare block-range loop",
 }
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 

@@ -3,9 +3,10 @@
 -- are cast explicitly (`CAST(:p AS type)`, never `:p::type`, which sa.text() misreads).
 
 -- name: create_run
-INSERT INTO backfill.runs (backfill, state, options, tenant, parent_run_id, rows_estimate)
+INSERT INTO backfill.runs (backfill, state, options, tenant, parent_run_id, rows_estimate, batch_order,
+                           order_reason)
 VALUES (:backfill, 'queued', CAST(:options AS jsonb), CAST(:tenant AS uuid),
-        CAST(:parent_run_id AS uuid), CAST(:rows_estimate AS bigint))
+        CAST(:parent_run_id AS uuid), CAST(:rows_estimate AS bigint), :order, :order_reason)
 RETURNING id::text AS id;
 
 -- name: create_part
@@ -24,7 +25,7 @@ WHERE backfill = :backfill AND state = ANY (CAST(:states AS text[]));
 -- name: get_run
 SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
        parent_run_id::text AS parent_run_id, rows_estimate, last_error,
-       created_at, started_at, finished_at, updated_at,
+       created_at, started_at, finished_at, updated_at, batch_order AS "order", order_reason,
        (SELECT coalesce(jsonb_object_agg(tt.reason, round(tt.seconds::numeric, 3)), '{}'::jsonb)
         FROM backfill.throttle_time tt WHERE tt.run_id = runs.id) AS throttle_seconds
 FROM backfill.runs
@@ -33,7 +34,7 @@ WHERE id = CAST(:id AS uuid);
 -- name: list_runs
 SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
        parent_run_id::text AS parent_run_id, rows_estimate, last_error,
-       created_at, started_at, finished_at, updated_at,
+       created_at, started_at, finished_at, updated_at, batch_order AS "order", order_reason,
        (SELECT coalesce(jsonb_object_agg(tt.reason, round(tt.seconds::numeric, 3)), '{}'::jsonb)
         FROM backfill.throttle_time tt WHERE tt.run_id = runs.id) AS throttle_seconds
 FROM backfill.runs
@@ -43,7 +44,7 @@ LIMIT :limit;
 -- name: active_runs
 SELECT id::text AS id, backfill, state, options, tenant::text AS tenant,
        parent_run_id::text AS parent_run_id, rows_estimate, last_error,
-       created_at, started_at, finished_at, updated_at,
+       created_at, started_at, finished_at, updated_at, batch_order AS "order", order_reason,
        (SELECT coalesce(jsonb_object_agg(tt.reason, round(tt.seconds::numeric, 3)), '{}'::jsonb)
         FROM backfill.throttle_time tt WHERE tt.run_id = runs.id) AS throttle_seconds
 FROM backfill.runs
@@ -52,7 +53,7 @@ ORDER BY created_at, id;
 
 -- name: get_parts
 SELECT run_id::text AS run_id, part, lower_key, upper_key, cursor, done,
-       rows_processed, rows_scanned, batches, row_errors, updated_at, rows_skipped,
+       rows_processed, rows_scanned, batches, row_errors, updated_at, rows_skipped, closing_pass, pass_start_rows,
        (SELECT count(*) FROM backfill.skipped_rows s
         WHERE s.run_id = p.run_id AND s.part = p.part AND s.resolved_at IS NULL) AS rows_still_locked
 FROM backfill.progress p
@@ -111,3 +112,17 @@ INSERT INTO backfill.runs (id, backfill, state) VALUES (CAST(:id AS uuid), :back
 
 -- name: create_scratch_part
 INSERT INTO backfill.progress (run_id, part) VALUES (CAST(:id AS uuid), 0);
+
+-- name: lock_parts
+SELECT part, done, closing_pass, rows_processed + row_errors AS found_total, pass_start_rows
+FROM backfill.progress
+WHERE run_id = CAST(:run_id AS uuid)
+ORDER BY part
+FOR UPDATE;
+
+-- name: reopen_part
+UPDATE backfill.progress
+SET done = false, cursor = NULL, closing_pass = closing_pass + 1,
+    pass_start_rows = rows_processed + row_errors, updated_at = now()
+WHERE run_id = CAST(:run_id AS uuid) AND part = :part
+RETURNING part;

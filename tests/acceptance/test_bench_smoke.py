@@ -20,8 +20,10 @@ def test_a_quick_bench_measures_every_method_and_writes_its_results(tmp_path: Pa
     assert results["complete"] is True and results["sizes"] == [20_000]
     [scenario] = results["scenarios"]
     methods = scenario["methods"]
-    assert set(methods) == {"plain_update", "runbook_loop", "worker_sleep0", "worker_defaults", "bare_keyset_loop"}
-    for name in ("plain_update", "worker_sleep0", "worker_defaults", "bare_keyset_loop"):
+    assert set(methods) == {"plain_update", "runbook_loop", "worker_sleep0", "worker_physical", "worker_defaults",
+                            "bare_keyset_loop", "bare_block_loop"}
+    for name in ("plain_update", "worker_sleep0", "worker_physical", "worker_defaults", "bare_keyset_loop",
+                 "bare_block_loop"):
         assert methods[name]["rows"] == 20_000, name
         assert methods[name]["wal_bytes_per_row_median"] > 0, name
     assert methods["worker_sleep0"]["batches_median"] == 2

@@ -29,7 +29,7 @@ from tests.support.migrations_support import (
 from tests.support.workers import run_cli
 
 APP = [f"{n:03d}" for n in range(1, 20)]
-TOOL = ["101", "103"]
+TOOL = ["101", "102", "103"]
 EXPANDED = sorted([*TOOL, *APP[:16]])  # what db_url / the expanded template has applied
 UNREACHABLE = "postgresql://u:s3cret@127.0.0.1:1/x"
 

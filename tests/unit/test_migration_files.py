@@ -116,15 +116,15 @@ SHIPPED_DOWN = sorted((SQL_DIR / "down").glob("*.sql"))
 
 def test_shipped_migrations_numbering_and_gates() -> None:
     files = load_migrations()
-    assert [f.version for f in files] == [f"{n:03d}" for n in range(1, 20)] + ["101", "103"]
+    assert [f.version for f in files] == [f"{n:03d}" for n in range(1, 20)] + ["101", "102", "103"]
     by_version = {f.version: f for f in files}
     gates = {v: f.requires_backfill for v, f in by_version.items() if f.requires_backfill}
     assert gates == {"003": ("ai_assistant_threads_copy",), "017": ("aois_status",), "018": ("jobs_tenant_id",), "019": ("aois_area_ha_numeric",)}
     assert all(f.down_sql is not None for f in files), "every shipped migration can be reverted"
     no_tx = sorted(v for v, f in by_version.items() if not f.transactional)
     assert no_tx == ["002", "006", "008", "011", "012", "017", "018"]
-    assert by_version["101"].track == "tool"
-    assert {f.track for f in files if f.version not in ("101", "103")} == {"app"}
+    assert by_version["101"].track == by_version["102"].track == "tool"
+    assert {f.track for f in files if f.version not in ("101", "102", "103")} == {"app"}
 
 
 @pytest.mark.parametrize("path", SHIPPED_UP, ids=lambda p: p.name)
@@ -167,6 +167,7 @@ def test_shipped_waivers_exist_where_expected() -> None:
                     found.setdefault(f"{path.parent.name}/{path.name}", []).append(match["rule"])
     assert found == {
         "sql/019_swap_aois_area_ha.sql": ["rename"],
+        "sql/102_backfill_batch_order.sql": ["add-column-not-null"] * 3,
         "down/003_drop_copilot_threads.sql": ["bulk-data-change"],
         "down/019_swap_aois_area_ha.sql": ["rename", "bulk-data-change"],
     }

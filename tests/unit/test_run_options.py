@@ -51,6 +51,7 @@ def test_defaults_match_the_spec() -> None:
         "batch_size": 10_000, "sleep": 0.1, "max_rows_per_second": None, "target_batch_seconds": None,
         "lock_timeout": 2.0, "statement_timeout": 30.0, "max_replication_lag": 10.0,
         "max_row_errors": 1000, "partitions": 1, "max_latency_ratio": 1.5,
+        "order": "auto",
     }
 
 
@@ -146,6 +147,7 @@ def test_status_json_has_the_spec_fields() -> None:
     assert status["parts"] == [{"part": 0, "lower_key": None, "upper_key": None, "cursor": None, "done": False,
                                 "rows_processed": 10, "rows_scanned": 12, "batches": 1, "row_errors": 1,
                                 "updated_at": "2024-05-01T12:00:00+00:00", "rows_skipped": 0,
-                                "rows_still_locked": 0}]
+                                "rows_still_locked": 0, "closing_pass": 0, "pass_start_rows": 0}]
     assert (status["rows_skipped_while_locked"], status["rows_still_locked"]) == (0, 0)
+    assert (status["order"], status["order_reason"]) == ("key", None)
     json.dumps(status)

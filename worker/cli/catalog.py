@@ -46,6 +46,7 @@ def check(state: CliState, /, name: str, tenant: str | None, **values: object) -
             click.echo(f"  {rows:>8,}  {reason}  (e.g. key {example})")
     else:
         click.echo("no row is known to fail")
+    click.echo(f"batch order: {report.order} ({report.order_reason})")
     click.echo("batch statement plan:")
     for line in report.plan:
         click.echo(f"  {line}")

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from backfills.options import ORDERS
 from backfills.runs import RunOptions
 
 __all__ = ["run_options", "options_from"]
@@ -15,7 +16,8 @@ _POSITIVE_INT = click.IntRange(min=1)
 _NON_NEGATIVE = click.FloatRange(min=0)
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 _FIELDS = ("batch_size", "sleep", "max_rows_per_second", "target_batch_seconds", "lock_timeout",
-           "statement_timeout", "max_replication_lag", "max_row_errors", "partitions", "max_latency_ratio")
+           "statement_timeout", "max_replication_lag", "max_row_errors", "partitions", "max_latency_ratio",
+           "order")
 
 
 def run_options(enqueue_only: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -33,6 +35,8 @@ def run_options(enqueue_only: bool = True) -> Callable[[Callable[..., Any]], Cal
                           "0 turns it off [default: 1.5]."),
         click.option("--tenant", help="only this tenant's rows (a UUID)."),
         click.option("--partitions", type=click.IntRange(1, 64), help="parallel key ranges [default: 1]."),
+        click.option("--order", type=click.Choice(ORDERS),
+                     help="how batches walk the table: key ranges or heap block ranges [default: auto]."),
         click.option("--max-row-errors", type=click.IntRange(min=0), help="past this many the run fails [default: 1000]."),
     ]
     if enqueue_only:

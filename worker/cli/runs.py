@@ -62,6 +62,7 @@ def status(state: CliState, run_id: str | None, as_json: bool, live: bool) -> No
     for status_ in statuses:
         click.echo(render_line(status_))
     if run_id:
+        click.echo(f"  order: {statuses[0].run.order} ({statuses[0].run.order_reason or 'not recorded'})")
         for event in statuses[0].events:
             click.echo(f"  {event}")
 

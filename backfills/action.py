@@ -1,0 +1,92 @@
+"""The action of a batch, apart from the range it acts on. Pure SQL builders, no IO.
+
+A batch statement is a *range* (which rows: a key range, a block range, a chunk of keys)
+and an *action* (what is done to the rows of the range that still need the backfill:
+change them, record the ones that cannot be done, and advance the durable cursor and
+exact counters in `backfill.progress`, fenced on the cursor the batch started from).
+`RangeSql` describes a range; `update_batch` composes it with the update action, so
+every range gets the same row locking, row-error recording, fencing and counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from backfills.definition import Backfill
+from backfills.locking import RowLocking
+
+__all__ = ["RangeSql", "update_batch", "record_row_error", "key_json"]
+
+
+@dataclass(frozen=True)
+class RangeSql:
+    """One batch's range.
+
+    - `bounds`: a one-row SELECT (the CTE `bounds`, alias `b`) with a `scanned` column:
+      rows the range visits, added to `rows_scanned`.
+    - `rows`: the predicate over the target `t` (and `b`) that selects the range's rows;
+      the action adds the scope and the definition's `needs`.
+    - `cursor`: a jsonb expression over `b`, the part's cursor once the batch committed.
+    """
+
+    bounds: str
+    rows: str
+    cursor: str
+
+
+def key_json(alias: str, key_columns: Sequence[str]) -> str:
+    """A row's key as a JSON array of text: how keys and cursors are stored."""
+    return "jsonb_build_array(" + ", ".join(f'{alias}."{c}"::text' for c in key_columns) + ")"
+
+
+def update_batch(definition: Backfill, locking: RowLocking, scope: Sequence[str], rng: RangeSql) -> str:
+    """The update action over `rng`: the batch statement. The candidate rows are locked
+    with SKIP LOCKED first (`locking`); only those are changed or recorded as row errors,
+    the others are recorded as skipped. Its one result row has `last_key`, `scanned`,
+    `changed`, `rejected`, `skipped` and `fenced` (0 when another worker moved the cursor:
+    the whole statement then must be rolled back)."""
+    d = definition
+    where = " AND ".join([rng.rows, *scope, f"({d.needs})"])
+    valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
+    sets = ", ".join(f'"{col}" = {expr}' for col, expr in d.sets.items())
+    return f"""WITH bounds AS ({rng.bounds}),
+{locking.locked(", bounds b", where)},
+changed AS (
+    UPDATE {d.qualified_table} t SET {sets} FROM locked l, bounds b
+    WHERE {locking.same_row()} AND {where}{valid}
+    RETURNING 1
+),
+{locking.rejected()},
+{locking.skipped(", bounds b", where)},
+progress AS (
+    UPDATE backfill.progress p SET cursor = {rng.cursor},
+        rows_processed = p.rows_processed + (SELECT count(*) FROM changed),
+        rows_scanned = p.rows_scanned + b.scanned,
+        row_errors = p.row_errors + (SELECT count(*) FROM rejected),
+        rows_skipped = p.rows_skipped + (SELECT count(*) FROM skipped),
+        batches = p.batches + 1, updated_at = now()
+    FROM bounds b WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
+        AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
+    RETURNING 1
+)
+SELECT {rng.cursor} AS last_key, b.scanned,
+       (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM rejected) AS rejected,
+       (SELECT count(*) FROM skipped) AS skipped, (SELECT count(*) FROM progress) AS fenced
+FROM bounds b"""
+
+
+def record_row_error() -> str:
+    """Record one failing key (isolated by bisection) and set the cursor to `:cursor`
+    (past the key in key order; unchanged in block order), fenced on `:expected`."""
+    return """WITH rejected AS (
+    INSERT INTO backfill.row_errors (run_id, key, error)
+    VALUES (CAST(:run_id AS uuid), CAST(:key AS jsonb), :error)
+    ON CONFLICT (run_id, key) DO NOTHING RETURNING 1
+)
+UPDATE backfill.progress p SET cursor = CAST(:cursor AS jsonb),
+    row_errors = p.row_errors + (SELECT count(*) FROM rejected),
+    rows_scanned = p.rows_scanned + CAST(:scanned AS bigint), updated_at = now()
+WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
+    AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
+RETURNING (SELECT count(*) FROM rejected) AS rejected"""

@@ -1,0 +1,121 @@
+"""The batch executor of physical order: one block range of one run part per batch.
+
+Like the keyset executor, a batch is one transaction with the run's timeouts and scope;
+the number of blocks per batch follows the measured rows per block so that a batch
+holds about the asked-for number of rows. The end of the part is the relation's size
+read again before every batch (the table grows), or the part's fixed upper block. A
+batch that fails on data is bisected over the keys of its rows (never their ctids): good
+rows commit, each bad row is recorded by its key, then the cursor moves past the range.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, error_text
+from backfills.bisect import isolate_failures
+from backfills.blocks import BlockSql, build_blocks, tid
+from backfills.definition import Backfill
+from backfills.keyset import KeyColumn, Scope
+from backfills.order import next_block_count
+
+__all__ = ["BlockExecutor"]
+
+Statement = tuple[sa.TextClause, dict[str, object]]
+
+
+class BlockExecutor(BatchExecutor):
+    """Runs physical-order batches over blocks [`lower`, `upper`) of one part (`upper`
+    None: to the end of the relation, read again before each batch)."""
+
+    def __init__(self, engine: sa.Engine, definition: Backfill, key: Sequence[KeyColumn], scope: Scope,
+                 run_id: str, part: int, lower: int = 0, upper: int | None = None) -> None:
+        super().__init__(engine, definition, key, Scope(tenant=scope.tenant), run_id, part)
+        self.blocks: BlockSql = build_blocks(definition, tuple(key), scope.tenant)
+        self.lower = lower
+        self.upper = upper
+        self.rows_per_block: float | None = None
+        self.last_blocks: int | None = None
+        self._range: tuple[int, int] = (lower, lower)
+
+    def _start(self, cursor: list[str] | None) -> int:
+        return int(cursor[0]) if cursor else self.lower
+
+    def _params(self, cursor: list[str] | None, lo: int, hi: int) -> dict[str, object]:
+        return {"run_id": self.run_id, "part": self.part, "tenant": self.scope.tenant,
+                "expected": json.dumps(cursor) if cursor else None,
+                "lo_tid": tid(lo), "hi_tid": tid(hi), "hi": str(hi)}
+
+    def end_block(self, conn: sa.Connection) -> int:
+        """Where this part ends now."""
+        if self.upper is not None:
+            return self.upper
+        return int(conn.execute(sa.text(self.blocks.relation_blocks())).scalar_one())
+
+    def next_statement(self, conn: sa.Connection, cursor: list[str] | None, limit: int) -> Statement | None:
+        """The batch statement for about `limit` rows from the cursor's block; None at the end."""
+        lo, end = self._start(cursor), self.end_block(conn)
+        if lo >= end:
+            return None
+        if self.last_blocks is None:  # no batch measured yet: the planner's estimate
+            self.rows_per_block = conn.execute(sa.text(self.blocks.density())).scalar()
+        hi = min(end, lo + next_block_count(limit, self.rows_per_block, self.last_blocks))
+        self._range = (lo, hi)
+        return sa.text(self.blocks.batch()), self._params(cursor, lo, hi)
+
+    def _learn(self, scanned: int) -> None:
+        lo, hi = self._range
+        self.last_blocks = hi - lo
+        self.rows_per_block = scanned / self.last_blocks if scanned > 0 else None
+
+    def _committed(self, row: sa.Row) -> None:  # type: ignore[type-arg]
+        self._learn(int(row.scanned))
+
+    def _bisect(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, error: BaseException,
+                started: float) -> BatchResult:
+        return self._bisect_range(cursor, timeouts, error, started)
+
+    def _fenced(self, conn: sa.Connection, sql: str, params: dict[str, object]) -> sa.Row:  # type: ignore[type-arg]
+        row = conn.execute(sa.text(sql), params).first()
+        if row is None or ("fenced" in row._fields and row.fenced == 0):
+            raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
+        return row
+
+    def _bisect_range(self, cursor: list[str] | None, timeouts: Timeouts, error: BaseException,
+                      started: float) -> BatchResult:
+        lo, hi = self._range
+        params = self._params(cursor, lo, hi)
+        with self.engine.begin() as conn:
+            self.begin_batch(conn, timeouts)
+            keys = [[str(v) for v in r] for r in conn.execute(sa.text(self.blocks.keys()), params)]
+        totals = {"changed": 0, "rejected": 0, "skipped": 0}
+
+        def attempt(chunk: Sequence[list[str]]) -> BaseException | None:
+            row = self.try_chunk(self.blocks.chunk(), {**params, "chunk": json.dumps(list(chunk))}, timeouts)
+            if isinstance(row, BaseException):
+                return row
+            totals["changed"] += row.changed
+            totals["rejected"] += row.rejected
+            totals["skipped"] += row.skipped
+            return None
+
+        def record(key: list[str], exc: BaseException) -> None:
+            with self.engine.begin() as conn:
+                self.begin_batch(conn, timeouts)
+                row = self._fenced(conn, self.sql.record_row_error(), {
+                    **params, "key": json.dumps(key), "cursor": params["expected"], "scanned": 0,
+                    "error": error_text(exc)})
+            totals["rejected"] += int(row.rejected)
+
+        isolate_failures(keys, attempt, record, first_error=error)
+        with self.engine.begin() as conn:
+            self.begin_batch(conn, timeouts)
+            scanned = int(conn.execute(sa.text(self.blocks.count()), params).scalar_one())
+            self._fenced(conn, self.blocks.advance(), {**params, "scanned": scanned})
+        self._learn(scanned)
+        return BatchResult([str(hi)], scanned, totals["changed"], totals["rejected"],
+                           time.monotonic() - started, split=True, skipped=totals["skipped"])
