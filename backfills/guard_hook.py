@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from backfills.control import RunControl
 from backfills.foreground import ForegroundMonitor, Latency, publish_run_ratio, ratio
-from backfills.guard import REASON, WINDOW, GuardState, step
+from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
 from backfills.hooks import Hook, SliceContext, Stop
 from backfills.reasons import GUARD_REASONS
 from backfills.signals import Action, Decision
@@ -55,6 +55,7 @@ class ForegroundGuardHook(Hook):
         self._loaded = False
         self._last_at: float | None = None
         self._decision: Decision | None = None
+        self._unknown_since: float | None = None
 
     def _memory_key(self, ctx: SliceContext) -> str:
         return self.control.key(f"guard:{ctx.part}")
@@ -70,6 +71,7 @@ class ForegroundGuardHook(Hook):
         self.ratios = list(data["ratios"])
         self._paused_since = data["paused_since"]
         self._idle = [Latency(**r) for r in data["idle"]]
+        self._unknown_since = data.get("unknown_since")
 
     def on_slice_end(self, ctx: SliceContext, stop: Stop | None) -> None:
         if not self._loaded:
@@ -77,6 +79,7 @@ class ForegroundGuardHook(Hook):
         self.control.client.set(self._memory_key(ctx), json.dumps({
             "level": int(self.state.level), "calm": self.state.calm, "ratios": self.ratios,
             "paused_since": self._paused_since, "idle": [asdict(r) for r in self._idle[-60:]],
+            "unknown_since": self._unknown_since,
         }), ex=3600)
 
     def before_batch(self, ctx: SliceContext) -> Stop | None:
@@ -92,6 +95,7 @@ class ForegroundGuardHook(Hook):
             baseline = self._baseline(monitor)
             reading = monitor.reading()
             decision = self._observe(reading, baseline, max_ratio)
+            self._note_unknown(decision)
             if decision.action is not Action.PAUSE:
                 self._paused_since, self._idle = None, []
                 break
@@ -108,6 +112,17 @@ class ForegroundGuardHook(Hook):
         if ctx.throttled in GUARD_REASONS:
             ctx.throttled = None
         return None
+
+    def _note_unknown(self, decision: Decision) -> None:
+        """Remember when the probe stopped answering (a database outage, a failover), and say
+        in the run's events how long the run waited once it answers again."""
+        if decision.reason == UNKNOWN_REASON:
+            if self._unknown_since is None:
+                self._unknown_since = time.time()
+        elif self._unknown_since is not None:
+            waited = time.time() - self._unknown_since
+            self._unknown_since = None
+            self.control.add_event(f"recovered after {waited:.1f}s: the foreground probe answers again")
 
     def _observe(self, reading: Latency, baseline: Latency | None, max_ratio: float) -> Decision:
         """Fold a reading into the state; a reading already seen (they are shared and last a

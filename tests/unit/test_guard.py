@@ -106,3 +106,30 @@ def test_ratio_is_the_worse_of_commit_and_read_with_a_floor() -> None:
     assert ratio(Latency(2.0, 0.5), base) == pytest.approx(1.5 / 1.2), "a fraction of a millisecond is noise"
     assert ratio(Latency(None, 0.3), base) is None
     assert ratio(Latency(1.0, 0.1), Latency(1.0, None)) is None
+
+
+class EventLog:
+    """The run's events, in memory (the guard hook's only use of the control here)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def add_event(self, text: str, at: float | None = None) -> None:
+        self.events.append(text)
+
+
+def test_the_hook_says_when_the_probe_answers_again_after_an_outage() -> None:
+    from backfills.guard_hook import ForegroundGuardHook
+    from backfills.signals import Decision
+
+    log = EventLog()
+    hook = ForegroundGuardHook(lambda ctx: None, log, lambda: True, lambda: 0.0)  # type: ignore[arg-type,return-value]
+    unknown = Decision(Action.PAUSE, UNKNOWN_REASON)
+    hook._note_unknown(Decision(Action.CONTINUE))
+    hook._note_unknown(unknown)
+    hook._note_unknown(unknown)
+    assert log.events == []
+    hook._note_unknown(Decision(Action.CONTINUE))
+    hook._note_unknown(Decision(Action.CONTINUE))
+    assert len(log.events) == 1 and log.events[0].startswith("recovered after ")
+    assert log.events[0].endswith("the foreground probe answers again")
