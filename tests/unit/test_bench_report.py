@@ -97,7 +97,7 @@ def test_table_has_a_row_per_method_with_its_repetitions(tmp_path: Path) -> None
     table = report.markdown_table([_scenario(1_000_000, 20, 25, None, 5)])
     rows = [line for line in table.splitlines() if line.startswith("| aois_status")]
     assert len(rows) == 4
-    assert "| (c) worker, --sleep 0 | 1 | 40,000 (40,000-40,000) | 0.80x |" in table
+    assert "| (c) worker, --sleep 0 --max-latency-ratio 0, key order | 1 | 40,000 (40,000-40,000) | 0.80x |" in table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\ntail\n")
     report.update_readme(readme, table)
