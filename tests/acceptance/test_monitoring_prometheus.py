@@ -287,6 +287,8 @@ def test_dashboard_and_alerts_tell_the_truth_about_a_real_run(stack: Stack) -> N
     wait_for(lambda: {"BackfillRowErrors", "BackfillRunFailed"} <= {n for n, states in prometheus.alerts().items()
                                                                if "firing" in states}, 30,
          "the row errors and run failed alerts to fire")
-    assert prometheus.value(f'backfill_run_state{{backfill="{FAILING}",state="failed"}}') == 1
-    assert prometheus.value(f'backfill_run_state{{backfill="{SLOW}",state="completed_with_errors"}}') == 1
+    # The run's state is sampled at a scrape: the one after `wait` returned may not have come yet.
+    wait_for(lambda: prometheus.value(f'backfill_run_state{{backfill="{FAILING}",state="failed"}}') == 1
+             and prometheus.value(f'backfill_run_state{{backfill="{SLOW}",state="completed_with_errors"}}') == 1,
+             15, "the final run states to be scraped")
     assert all(rule["health"] == "ok" for rule in prometheus.rules()), prometheus.rules()
