@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from backfills.copying import insert_missing
 from backfills.definition import Backfill
 from backfills.locking import RowLocking
 
@@ -40,25 +41,35 @@ def key_json(alias: str, key_columns: Sequence[str]) -> str:
     return "jsonb_build_array(" + ", ".join(f'{alias}."{c}"::text' for c in key_columns) + ")"
 
 
-def update_batch(definition: Backfill, locking: RowLocking, scope: Sequence[str], rng: RangeSql) -> str:
-    """The update action over `rng`: the batch statement. The candidate rows are locked
-    with SKIP LOCKED first (`locking`); only those are changed or recorded as row errors,
-    the others are recorded as skipped. Its one result row has `last_key`, `scanned`,
-    `changed`, `rejected`, `skipped` and `fenced` (0 when another worker moved the cursor:
-    the whole statement then must be rolled back)."""
+def _actions(definition: Backfill, locking: RowLocking, where: str) -> str:
+    """The CTEs `changed`, `rejected` and `skipped` over the range's rows (`where`, with
+    `bounds b` in scope). A column backfill locks its candidates with SKIP LOCKED and
+    changes only those; a copy reads its source without row locks (the target decides
+    what fails) and inserts the rows the target lacks."""
     d = definition
-    where = " AND ".join([rng.rows, *scope, f"({d.needs})"])
+    if d.into is not None:
+        return (f"changed AS ({insert_missing(d, f'FROM {d.qualified_table} t, bounds b WHERE {where}')}),\n"
+                "rejected AS (SELECT 1 WHERE false),\nskipped AS (SELECT 1 WHERE false)")
     valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
     sets = ", ".join(f'"{col}" = {expr}' for col, expr in d.sets.items())
-    return f"""WITH bounds AS ({rng.bounds}),
-{locking.locked(", bounds b", where)},
+    return f"""{locking.locked(", bounds b", where)},
 changed AS (
     UPDATE {d.qualified_table} t SET {sets} FROM locked l, bounds b
     WHERE {locking.same_row()} AND {where}{valid}
     RETURNING 1
 ),
 {locking.rejected()},
-{locking.skipped(", bounds b", where)},
+{locking.skipped(", bounds b", where)}"""
+
+
+def update_batch(definition: Backfill, locking: RowLocking, scope: Sequence[str], rng: RangeSql) -> str:
+    """The batch statement: the definition's action over the rows of `rng` within `scope`
+    that still need it (see `_actions`), then the fenced progress update. Its one result
+    row has `last_key`, `scanned`, `changed`, `rejected`, `skipped` and `fenced` (0 when
+    another worker moved the cursor: the whole statement then must be rolled back)."""
+    where = " AND ".join([rng.rows, *scope, f"({definition.needs})"])
+    return f"""WITH bounds AS ({rng.bounds}),
+{_actions(definition, locking, where)},
 progress AS (
     UPDATE backfill.progress p SET cursor = {rng.cursor},
         rows_processed = p.rows_processed + (SELECT count(*) FROM changed),

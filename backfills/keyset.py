@@ -95,14 +95,14 @@ class BatchSql:
         return (f"SELECT {as_text} FROM {self.definition.qualified_table} t {self._where(with_cursor)} "
                 f"ORDER BY {order} LIMIT :limit")
 
-    def _range(self, with_cursor: bool) -> str:
-        """The batch's rows: its key range as plain parameters (never read from the `bounds`
-        CTE, which the planner cannot see into: it would plan a third of the table and pay
-        JIT compilation for a batch of `:limit` rows) and the rows' filters."""
+    def _key_range(self, with_cursor: bool) -> str:
+        """The batch's key range as plain parameters (never read from the `bounds` CTE,
+        which the planner cannot see into: it would plan a third of the table and pay JIT
+        compilation for a batch of `:limit` rows)."""
         conds = [f"{_tuple(self._cols('t'))} <= {_tuple(self._params('h'))}"]
         if with_cursor:
             conds.insert(0, self._after("t"))
-        return " AND ".join(conds + self._scope_filter("t") + [f"({self.definition.needs})"])
+        return " AND ".join(conds)
 
     def _where(self, with_cursor: bool) -> str:
         conds = ([self._after("t")] if with_cursor else []) + self._scope_filter("t")
@@ -150,41 +150,11 @@ class BatchSql:
         """The batch statement over the keys after the cursor up to `:h0..` (the upper key
         `bounds()` found, or a bisection chunk's last key); `:scanned` keys in all. Only the
         rows it can lock at once are changed; the others are recorded as skipped."""
-        d = self.definition
         cols = [_q(k.name) for k in self.key]
         bounds = (f"SELECT {', '.join(f'{p} AS {c}' for p, c in zip(self._params('h'), cols))}, "
                   f"CAST(:scanned AS bigint) AS scanned")
-        valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
-        sets = ", ".join(f"{_q(col)} = {expr}" for col, expr in d.sets.items())
-        locking, in_range = self.locking, self._range(with_cursor)
-        # a copy reads its source without row locks: the target decides what fails
-        actions = (f"changed AS ({insert_missing(d, f'FROM {d.qualified_table} t, bounds b WHERE {in_range}')}),\n"
-                   f"rejected AS (SELECT 1 WHERE false),\nskipped AS (SELECT 1 WHERE false)"
-                   if d.into is not None else f"""{locking.locked(", bounds b", in_range)},
-changed AS (
-    UPDATE {d.qualified_table} t SET {sets} FROM locked l, bounds b
-    WHERE {locking.same_row()} AND {in_range}{valid}
-    RETURNING 1
-),
-{locking.rejected()},
-{locking.skipped(", bounds b", in_range)}""")
-        return f"""WITH bounds AS ({bounds}),
-{actions},
-progress AS (
-    UPDATE backfill.progress p SET cursor = {self._key_json('b')},
-        rows_processed = p.rows_processed + (SELECT count(*) FROM changed),
-        rows_scanned = p.rows_scanned + b.scanned,
-        row_errors = p.row_errors + (SELECT count(*) FROM rejected),
-        rows_skipped = p.rows_skipped + (SELECT count(*) FROM skipped),
-        batches = p.batches + 1, updated_at = now()
-    FROM bounds b WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
-        AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
-    RETURNING 1
-)
-SELECT {self._key_json('b')} AS last_key, b.scanned,
-       (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM rejected) AS rejected,
-       (SELECT count(*) FROM skipped) AS skipped, (SELECT count(*) FROM progress) AS fenced
-FROM bounds b"""
+        rng = RangeSql(bounds=bounds, rows=self._key_range(with_cursor), cursor=self._key_json("b"))
+        return update_batch(self.definition, self.locking, self._scope_filter("t"), rng)
 
     def record_row_error(self) -> str:
         """Record one failing key (isolated by bisection) and move the cursor to it."""

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from backfills.batch import read_key_columns
+from backfills.block_batch import BlockExecutor
 from backfills.keyset import Scope
 from backfills.operations import check, count_remaining
+from backfills.order import block_parts
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
 from tests.support.copies import assert_copy_exact, blank_ids, create_notes, load_notes
@@ -97,3 +100,22 @@ def test_check_reports_a_row_the_target_refuses_in_a_sample_batch_instead_of_fai
     assert report.sample_error is not None and "notes_new_body_check" in report.sample_error
     assert report.plan and "Insert on notes_new" in "\n".join(report.plan)
     assert scalar(engine, "SELECT count(*) FROM notes_new") == 0  # nothing kept
+
+
+def test_a_copy_in_physical_order_inserts_the_missing_rows_and_records_the_refused_ones(engine: sa.Engine) -> None:
+    create_notes(engine)
+    load_notes(engine, 3000, blank_every=97)
+    refused = blank_ids(engine)
+    blocks = scalar(engine, "SELECT pg_relation_size('notes_old') / current_setting('block_size')::int")
+    run = new_run(engine, NOTES_COPY.name, RunOptions(batch_size=400, sleep=0, order="physical"),
+                  parts=block_parts(blocks, 1), order="physical", order_reason="test")
+    with engine.connect() as conn:
+        key = read_key_columns(conn, NOTES_COPY)
+
+    results = list(drain(BlockExecutor(engine, NOTES_COPY, key, Scope(), run.id, 0), 400))
+
+    assert sum(r.changed for r in results) == 3000 - 30
+    assert sum(r.rejected for r in results) == 30
+    assert set(_row_errors(engine, run.id)) == refused
+    assert_copy_exact(engine, {}, refused)
+    assert count_remaining(engine, NOTES_COPY) == 30
