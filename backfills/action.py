@@ -54,8 +54,8 @@ def _actions(definition: Backfill, locking: RowLocking, where: str) -> str:
     sets = ", ".join(f'"{col}" = {expr}' for col, expr in d.sets.items())
     return f"""{locking.locked(", bounds b", where)},
 changed AS (
-    UPDATE {d.qualified_table} t SET {sets} FROM locked l, bounds b
-    WHERE {locking.same_row()} AND {where}{valid}
+    UPDATE {d.qualified_table} t SET {sets} FROM bounds b
+    WHERE {locking.among_locked()} AND {where}{valid}
     RETURNING 1
 ),
 {locking.rejected()},

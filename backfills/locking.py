@@ -44,6 +44,22 @@ class RowLocking:
         """Join condition: `alias` is one of the locked rows."""
         return f"{self._cols(alias)} = {self._cols(locked)}"
 
+    def _locked_keys(self) -> str:
+        return f"SELECT {', '.join(f'l.{k}' for k in self.key_names)} FROM locked l"
+
+    def among_locked(self, alias: str = "t") -> str:
+        """`alias` is one of the locked rows, as a hashed lookup of their keys. Never a join
+        with `locked`: the planner guesses the CTE's size (one row when the statistics
+        say the range is done) and a nested loop over it is quadratic in the batch size
+        (100M comparisons, 20 s, at 10k rows). `IS TRUE` keeps the IN from being turned
+        into such a join; it stays a hashed subplan."""
+        return f"({self._cols(alias)} IN ({self._locked_keys()})) IS TRUE"
+
+    def not_locked(self, alias: str = "t") -> str:
+        """`alias` is not one of the locked rows (a hashed lookup, as `among_locked`; keys
+        are never NULL, so NOT IN means what it says)."""
+        return f"{self._cols(alias)} NOT IN ({self._locked_keys()})"
+
     def locked(self, source: str, where: str) -> str:
         """CTE `locked`: the candidates (`FROM <table> t<source> WHERE <where>`) that could
         be locked at once, with their key as JSON and why they cannot be done (if so)."""
@@ -56,7 +72,7 @@ class RowLocking:
         """CTE `skipped`: the candidates that could not be locked, recorded by key."""
         return (f"skipped AS (INSERT INTO backfill.skipped_rows (run_id, part, key) "
                 f"SELECT CAST(:run_id AS uuid), :part, {self.key_json('t')} FROM {self.table} t{source} "
-                f"WHERE {where} AND NOT EXISTS (SELECT 1 FROM locked l WHERE {self.same_row()}) "
+                f"WHERE {where} AND {self.not_locked()} "
                 f"ON CONFLICT (run_id, key) DO NOTHING RETURNING 1)")
 
     def rejected(self) -> str:
@@ -90,7 +106,7 @@ changed AS ({change}),
 {self.rejected()},
 waiting AS (
     SELECT {self.key_json('t')} AS key FROM {self.table} t, pending p WHERE {where}
-        AND NOT EXISTS (SELECT 1 FROM locked l WHERE {self.same_row()})
+        AND {self.not_locked()}
 ),
 resolved AS (
     UPDATE backfill.skipped_rows s SET resolved_at = now() FROM pending p

@@ -159,3 +159,28 @@ def test_a_batch_left_idle_in_its_transaction_is_ended_by_the_server(engine: sa.
     assert classify(sqlstate(ended.value), False) is Failure.TRANSIENT  # retried on a new connection
     with engine.connect() as conn:  # outside a batch, the server's own settings
         assert conn.execute(sa.text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "0"
+
+
+def _loops_over_locked(plan: dict[str, Any]) -> list[str]:
+    """Joins whose children read the `locked` CTE: each would re-read it for every row."""
+    return [n["Node Type"] for n in _nodes(plan) if n["Node Type"] == "Nested Loop"
+            and any(c.get("CTE Name") == "locked" for c in n.get("Plans", []))]
+
+
+def test_the_locked_rows_are_found_by_a_hashed_lookup_even_when_the_statistics_say_the_range_is_done(
+        loaded: sa.Engine) -> None:
+    """Statistics taken once the table was done estimate one row per batch; a join with the
+    `locked` CTE then becomes a nested loop over it: 10k x 10k comparisons, 20 s a batch."""
+    definition = Registry.discover().get("jobs_tenant_id")
+    executor = _executor(loaded, definition)
+    list(drain(executor, 5000))
+    execute(loaded, "ANALYZE jobs", "UPDATE jobs SET tenant_id = NULL")
+    with loaded.connect() as conn, conn.begin() as trans:
+        executor.begin_batch(conn, TIMEOUTS)
+        statement = executor.next_statement(conn, MIDDLE, BATCH)
+        assert statement is not None
+        plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {statement[0].text}"), statement[1]).scalar_one()
+        trans.rollback()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    assert _loops_over_locked(plan[0]["Plan"]) == []
+    assert "hashed SubPlan" in json.dumps(plan)
