@@ -50,12 +50,11 @@ def _actions(definition: Backfill, locking: RowLocking, where: str) -> str:
     if d.into is not None:
         return (f"changed AS ({insert_missing(d, f'FROM {d.qualified_table} t, bounds b WHERE {where}')}),\n"
                 "rejected AS (SELECT 1 WHERE false),\nskipped AS (SELECT 1 WHERE false)")
-    valid = f" AND ({d.invalid_reason}) IS NULL" if d.invalid_reason else ""
     sets = ", ".join(f'"{col}" = {expr}' for col, expr in d.sets.items())
     return f"""{locking.locked(", bounds b", where)},
 changed AS (
     UPDATE {d.qualified_table} t SET {sets} FROM bounds b
-    WHERE {locking.among_locked()} AND {where}{valid}
+    WHERE {locking.among_valid_locked()} AND {where}
     RETURNING 1
 ),
 {locking.rejected()},

@@ -44,19 +44,20 @@ class RowLocking:
         """Join condition: `alias` is one of the locked rows."""
         return f"{self._cols(alias)} = {self._cols(locked)}"
 
-    def _locked_keys(self) -> str:
-        return f"SELECT {', '.join(f'l.{k}' for k in self.key_names)} FROM locked l"
+    def _locked_keys(self, where: str = "") -> str:
+        return f"SELECT {', '.join(f'l.{k}' for k in self.key_names)} FROM locked l{where}"
 
-    def among_locked(self, alias: str = "t") -> str:
-        """`alias` is one of the locked rows, as a hashed lookup of their keys. Never a join
-        with `locked`: the planner guesses the CTE's size (one row when the statistics
-        say the range is done) and a nested loop over it is quadratic in the batch size
-        (100M comparisons, 20 s, at 10k rows). `IS TRUE` keeps the IN from being turned
-        into such a join; it stays a hashed subplan."""
-        return f"({self._cols(alias)} IN ({self._locked_keys()})) IS TRUE"
+    def among_valid_locked(self, alias: str = "t") -> str:
+        """`alias` is one of the locked rows that can be done (their validity was judged
+        once, when they were locked: the lock keeps them as they were), as a hashed lookup
+        of their keys. Never a join with `locked`: the planner guesses the CTE's size (one
+        row when the statistics say the range is done) and a nested loop over it is
+        quadratic in the batch size (100M comparisons, 20 s, at 10k rows). `IS TRUE` keeps
+        the IN from being turned into such a join; it stays a hashed subplan."""
+        return f"({self._cols(alias)} IN ({self._locked_keys(' WHERE l.invalid IS NULL')})) IS TRUE"
 
     def not_locked(self, alias: str = "t") -> str:
-        """`alias` is not one of the locked rows (a hashed lookup, as `among_locked`; keys
+        """`alias` is not one of the locked rows (a hashed lookup, as `among_valid_locked`; keys
         are never NULL, so NOT IN means what it says)."""
         return f"{self._cols(alias)} NOT IN ({self._locked_keys()})"
 

@@ -109,8 +109,9 @@ def test_invalid_reason_excludes_rows_from_the_update_and_records_them() -> None
     changed = sql.split("changed AS")[1].split("rejected AS")[0]
     rejected = sql.split("rejected AS")[1].split("skipped AS")[0]
     locked = sql.split("locked AS")[1].split("changed AS")[0]
-    assert "(CASE WHEN t.y < 0 THEN 'negative' END) IS NULL" in changed
-    # the reason is judged on the row as locked, and only locked rows are judged
+    # the reason is judged once, on the row as locked, and only locked rows are judged;
+    # the update takes the locked rows that were judged valid
+    assert "CASE WHEN" not in changed and "FROM locked l WHERE l.invalid IS NULL" in changed
     assert "(CASE WHEN t.y < 0 THEN 'negative' END) AS invalid" in locked
     assert "INSERT INTO backfill.row_errors" in rejected
     assert "FROM locked l WHERE l.invalid IS NOT NULL" in rejected
@@ -128,7 +129,7 @@ def test_a_batch_changes_only_rows_it_could_lock_at_once_and_records_the_others(
     # the update finds the locked rows by key (a row a concurrent commit moved is still found),
     # through a hashed lookup, never a join the planner could make a nested loop over the CTE
     assert "FROM locked l" not in changed.split("IN (SELECT")[0]
-    assert '((t."a", t."b") IN (SELECT l."a", l."b" FROM locked l)) IS TRUE' in changed
+    assert '((t."a", t."b") IN (SELECT l."a", l."b" FROM locked l WHERE l.invalid IS NULL)) IS TRUE' in changed
     # candidates minus locked, by key, counted in the same transaction
     assert "INSERT INTO backfill.skipped_rows (run_id, part, key)" in skipped
     assert '(t."a", t."b") NOT IN (SELECT l."a", l."b" FROM locked l)' in skipped
