@@ -56,20 +56,26 @@ def _executor(engine: sa.Engine, definition: Backfill) -> BatchExecutor:
     return BatchExecutor(engine, definition, key, Scope(), run.id, 0)
 
 
+def _next_batch_plan(engine: sa.Engine, executor: BatchExecutor, cursor: list[str] | None) -> dict[str, Any]:
+    """The plan (EXPLAIN, JSON) of the batch statement the executor would run next after
+    `cursor`, with its real parameters; nothing is changed."""
+    with engine.connect() as conn, conn.begin() as trans:
+        executor.begin_batch(conn, TIMEOUTS)
+        statement = executor.next_statement(conn, cursor, BATCH)
+        assert statement is not None
+        plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {statement[0].text}"), statement[1]).scalar_one()
+        trans.rollback()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return dict(plan[0]["Plan"])
+
+
 @pytest.mark.parametrize("cursor", [None, MIDDLE], ids=["first batch", "batch after a cursor"])
 def test_the_batch_key_range_is_estimated_as_one_batch(loaded: sa.Engine, cursor: list[str] | None) -> None:
     """The planner sees the batch's bounds as values: its estimate of the target rows is
     about one batch, not the third of the table it guesses for a bound it cannot see."""
     for definition in Registry.discover():
-        executor = _executor(loaded, definition)
-        with loaded.connect() as conn, conn.begin() as trans:
-            executor.begin_batch(conn, TIMEOUTS)
-            statement = executor.next_statement(conn, cursor, BATCH)
-            assert statement is not None
-            plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {statement[0].text}"), statement[1]).scalar_one()
-            trans.rollback()
-        plan = json.loads(plan) if isinstance(plan, str) else plan
-        scans = [n for n in _nodes(plan[0]["Plan"])
+        plan = _next_batch_plan(loaded, _executor(loaded, definition), cursor)
+        scans = [n for n in _nodes(plan)
                  if n.get("Relation Name") == definition.table and n["Node Type"] != "ModifyTable"]
         assert scans, definition.name
         estimates = [int(n["Plan Rows"]) for n in scans]
@@ -175,12 +181,6 @@ def test_the_locked_rows_are_found_by_a_hashed_lookup_even_when_the_statistics_s
     executor = _executor(loaded, definition)
     list(drain(executor, 5000))
     execute(loaded, "ANALYZE jobs", "UPDATE jobs SET tenant_id = NULL")
-    with loaded.connect() as conn, conn.begin() as trans:
-        executor.begin_batch(conn, TIMEOUTS)
-        statement = executor.next_statement(conn, MIDDLE, BATCH)
-        assert statement is not None
-        plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {statement[0].text}"), statement[1]).scalar_one()
-        trans.rollback()
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    assert _loops_over_locked(plan[0]["Plan"]) == []
+    plan = _next_batch_plan(loaded, executor, MIDDLE)
+    assert _loops_over_locked(plan) == []
     assert "hashed SubPlan" in json.dumps(plan)

@@ -170,13 +170,20 @@ class _ResetBehind(Hook):
         return None
 
 
+def _run_resetting_behind(engine: sa.Engine, redis_client: Any, namespace: str, rows: int, batch_size: int,
+                          times: int) -> tuple[str, _ResetBehind, Any]:
+    """A physical run to its end over a half-full table whose first block's rows are made to
+    need the backfill again behind the cursor, `times` times: (table, hook, the run)."""
+    table, definition = _things(engine, rows, fillfactor=50)
+    hook = _ResetBehind(engine, table, times=times)
+    run_id = _physical_run(engine, definition, batch_size)
+    _until_done(_runner(engine, redis_client, namespace, registry_of(definition), (hook,)), run_id)
+    return table, hook, RunStore(engine).get(run_id)
+
+
 def test_rows_that_need_the_backfill_behind_the_cursor_are_caught_by_a_closing_pass(
         engine: sa.Engine, redis_client: Any, namespace: str) -> None:
-    table, definition = _things(engine, 5000, fillfactor=50)
-    hook = _ResetBehind(engine, table, times=1)
-    run_id = _physical_run(engine, definition, 300)
-    _until_done(_runner(engine, redis_client, namespace, registry_of(definition), (hook,)), run_id)
-    run = RunStore(engine).get(run_id)
+    table, hook, run = _run_resetting_behind(engine, redis_client, namespace, 5000, 300, times=1)
     assert hook.reset > 0
     assert run.state == "succeeded", run.last_error
     assert scalar(engine, f"SELECT count(*) FROM {table} WHERE x IS NULL") == 0
@@ -186,11 +193,7 @@ def test_rows_that_need_the_backfill_behind_the_cursor_are_caught_by_a_closing_p
 
 def test_past_the_closing_pass_limit_the_run_reports_what_is_left(
         engine: sa.Engine, redis_client: Any, namespace: str) -> None:
-    table, definition = _things(engine, 3000, fillfactor=50)
-    hook = _ResetBehind(engine, table, times=10_000)
-    run_id = _physical_run(engine, definition, 200)
-    _until_done(_runner(engine, redis_client, namespace, registry_of(definition), (hook,)), run_id)
-    run = RunStore(engine).get(run_id)
+    table, _, run = _run_resetting_behind(engine, redis_client, namespace, 3000, 200, times=10_000)
     left = scalar(engine, f"SELECT count(*) FROM {table} WHERE x IS NULL")
     assert run.state == "completed_with_errors" and run.row_errors == 0
     assert run.parts[0].closing_pass == CLOSING_PASS_LIMIT
