@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import psycopg
-import redis as redis_lib
 import sqlalchemy as sa
 
 from backfills.control import RunControl
 from core.databases import create_database, unique_name
+from core.connections import ConnectionProfile, open_engine, open_redis
 from core.db import create_db_engine
 from core.settings import Settings
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, scratch_dir
@@ -257,8 +257,11 @@ def load_during_run(settings: Settings, backfill: str, options: list[str], load:
         return load()
 
 
+_READER = ConnectionProfile(application_name="backfill-bench", pooled=False)
+
+
 def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: float) -> WorkerRunResult:
-    engine = create_db_engine(settings.require_database(), pooled=False)
+    engine = open_engine(settings, _READER)
     with engine.connect() as conn:
         row = conn.execute(sa.text(
             "SELECT r.state, extract(epoch FROM r.finished_at - r.started_at) AS secs, sum(p.rows_processed) AS rows,"
@@ -268,8 +271,7 @@ def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: flo
             "SELECT reason, seconds FROM backfill.throttle_time WHERE run_id = CAST(:id AS uuid) ORDER BY reason"),
             {"id": run_id})}
     engine.dispose()
-    durations = RunControl(redis_lib.Redis.from_url(settings.require_redis()), settings.namespace,
-                           run_id).batch_seconds()
+    durations = RunControl(open_redis(settings, _READER), settings.namespace, run_id).batch_seconds()
     if row.state not in ("succeeded", "completed_with_errors"):
         raise RuntimeError(f"run {run_id} ended {row.state}")
     return WorkerRunResult(wall, float(row.secs), int(row.rows), int(row.batches),
