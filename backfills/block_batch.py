@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -72,14 +73,14 @@ class BlockExecutor(BatchExecutor):
         self.last_blocks = hi - lo
         self.rows_per_block = scanned / self.last_blocks if scanned > 0 else None
 
-    def _committed(self, row: sa.Row) -> None:  # type: ignore[type-arg]
+    def _committed(self, row: sa.Row[Any]) -> None:
         self._learn(int(row.scanned))
 
     def _bisect(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, error: BaseException,
                 started: float) -> BatchResult:
         return self._bisect_range(cursor, timeouts, error, started)
 
-    def _fenced(self, conn: sa.Connection, sql: str, params: dict[str, object]) -> sa.Row:  # type: ignore[type-arg]
+    def _fenced(self, conn: sa.Connection, sql: str, params: dict[str, object]) -> sa.Row[Any]:
         row = conn.execute(sa.text(sql), params).first()
         if row is None or ("fenced" in row._fields and row.fenced == 0):
             raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")

@@ -46,10 +46,10 @@ class Latency:
 
 def ratio(now: Latency, baseline: Latency) -> float | None:
     """The worse of the two ratios of `now` over `baseline` (None when either is unknown)."""
-    if not (now.known and baseline.known):
+    if now.commit_ms is None or now.read_ms is None or baseline.commit_ms is None or baseline.read_ms is None:
         return None
-    return max((now.commit_ms + FLOOR_MS) / (baseline.commit_ms + FLOOR_MS),  # type: ignore[operator]
-               (now.read_ms + FLOOR_MS) / (baseline.read_ms + FLOOR_MS))  # type: ignore[operator]
+    return max((now.commit_ms + FLOOR_MS) / (baseline.commit_ms + FLOOR_MS),
+               (now.read_ms + FLOOR_MS) / (baseline.read_ms + FLOOR_MS))
 
 
 class LatencyProbe:
