@@ -91,6 +91,16 @@ def test_size_targets_compare_the_largest_size_with_the_smallest() -> None:
     assert _reached(targets.evaluate([small, steep]), "cost per row") == [False, False]
     assert _reached(targets.evaluate([small, steep]), "worker RSS") == [False]
     assert _reached(targets.evaluate([small]), "cost per row") == []
+    # plain 20 -> 20 µs/row; (c) 20 -> 22 is within 1.1x of that growth, 20 -> 26 is not
+    assert _reached(targets.evaluate([small, flat]), "cost-per-row growth") == [True]
+    assert _reached(targets.evaluate([small, steep]), "cost-per-row growth") == [False]
+
+
+def test_size_targets_skip_a_method_not_measured_at_both_sizes() -> None:
+    small = _scenario(1_000_000, 20, 20, 20, 5)
+    large = _scenario(5_000_000, 100, 110, None, 5)
+    del large["methods"]["runbook_loop"]  # --runbook-reps 0
+    assert len(_reached(targets.evaluate([small, large]), "cost per row")) == 1
 
 
 def test_table_has_a_row_per_method_with_its_repetitions(tmp_path: Path) -> None:
