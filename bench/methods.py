@@ -74,6 +74,9 @@ RUNBOOK = {
 }
 
 
+# A copy walks its source in key order (`--order physical` is refused for it).
+KEY_ORDER_ONLY = frozenset({"ai_assistant_threads_copy"})
+
 @dataclass
 class Measurement:
     """One method on one copy."""
