@@ -115,7 +115,7 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
         out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
         out["bare_block_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill, physical=True))
     for method, options, sleep in WORKER_METHODS:
-        if method == "worker_physical" and backfill in methods.KEY_ORDER_ONLY:
+        if method == "worker_physical" and methods.key_order_only(backfill):
             continue
         result: Measurement = on_copy(srv, template, lambda url, db, o=options, m=method, s=sleep: methods.worker_run(
             settings_for(srv, db), backfill, o, m, s))  # type: ignore[assignment]

@@ -74,9 +74,6 @@ RUNBOOK = {
 }
 
 
-# A copy walks its source in key order (`--order physical` is refused for it).
-KEY_ORDER_ONLY = frozenset({"ai_assistant_threads_copy"})
-
 @dataclass
 class Measurement:
     """One method on one copy."""
@@ -163,6 +160,11 @@ def runbook_loop(url: str, backfill: str, cap_seconds: float) -> Measurement:
     batches = -(-rows // 10_000)
     return Measurement("runbook_loop", seconds, rows, batches, sleep_seconds=0.1 * batches, outcome=outcome)
 
+
+def key_order_only(backfill: str) -> bool:
+    """Whether the backfill is a copy, which walks its source in key order (`--order
+    physical` is refused for it)."""
+    return Registry.discover().get(backfill).kind == "copy"
 
 def bare_loop(url: str, backfill: str, batch_size: int = 10_000, physical: bool = False) -> Measurement:
     """The batch statement alone, in a loop (key ranges, or block ranges when `physical`):
