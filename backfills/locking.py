@@ -63,10 +63,11 @@ class RowLocking:
 
     def locked(self, source: str, where: str) -> str:
         """CTE `locked`: the candidates (`FROM <table> t<source> WHERE <where>`) that could
-        be locked at once, with their key as JSON and why they cannot be done (if so)."""
+        be locked at once, with why they cannot be done (if so). Their keys as JSON are built
+        only for the rows that need them (`rejected`), not for every row of a batch."""
         invalid = f"({self.invalid_reason})" if self.invalid_reason else "CAST(NULL AS text)"
         cols = ", ".join(f"t.{k}" for k in self.key_names)
-        return (f"locked AS (SELECT {cols}, {self.key_json('t')} AS key, {invalid} AS invalid "
+        return (f"locked AS (SELECT {cols}, {invalid} AS invalid "
                 f"FROM {self.table} t{source} WHERE {where} FOR NO KEY UPDATE OF t SKIP LOCKED)")
 
     def skipped(self, source: str, where: str) -> str:
@@ -81,8 +82,8 @@ class RowLocking:
         if not self.invalid_reason:
             return "rejected AS (SELECT 1 WHERE false)"
         return ("rejected AS (INSERT INTO backfill.row_errors (run_id, key, error) "
-                "SELECT CAST(:run_id AS uuid), l.key, l.invalid FROM locked l WHERE l.invalid IS NOT NULL "
-                "ON CONFLICT (run_id, key) DO NOTHING RETURNING 1)")
+                f"SELECT CAST(:run_id AS uuid), {self.key_json('l')}, l.invalid FROM locked l "
+                "WHERE l.invalid IS NOT NULL ON CONFLICT (run_id, key) DO NOTHING RETURNING 1)")
 
     def _pending_row(self) -> str:
         casts = [f"CAST(p.key ->> {i} AS {typ})" for i, typ in enumerate(self.key_types)]
