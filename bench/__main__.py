@@ -9,7 +9,9 @@ settings (harness.PRODUCTION_CONF: 256MB shared buffers, JIT on).
 
 Writes bench/results/bench.json (`bench-production.json` for the production server;
 rewritten after every scenario, so a long run that is stopped still leaves what it
-measured), a throughput plot, and the README section from every server's results.
+measured), the heavy-load windows (bench.heavy) in `heavy-load.json` (or
+`heavy-load-production.json`), a throughput plot, and the README section from every
+server's results. `--heavy-load-only` measures the heavy load alone.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import foreground, harness, methods, report, targets
+from bench import foreground, harness, heavy, methods, report, targets
 from bench.methods import Measurement
 from core.databases import drop_database
 from core.db import with_database
@@ -199,6 +201,23 @@ def bare_loop_sizes(text: str, sizes: list[int]) -> set[int]:
     return chosen
 
 
+def heavy_load(srv: harness.Servers, template: str, backfill: str, keys: int, rows: int) -> dict[str, object]:
+    """The heavy foreground load alone and beside a run with the guard on and off."""
+    log(f"heavy load ({heavy.HEAVY_RATE:,} tx/s) beside {backfill} at {rows:,} rows")
+    found = heavy.heavy_load(lambda measure: on_copy(srv, template, measure), lambda db: settings_for(srv, db),
+                             backfill, keys)
+    for key in ("guard_on", "guard_off"):
+        window = found[key]
+        log(f"  {key}: load p99 {window['latency']['p99_ms']:.1f} ms (alone {found['alone']['p99_ms']:.1f}), "
+            f"run {window['rows']:,} rows, throttled {window['throttle_seconds']}")
+    return {**found, "rows": rows}
+
+
+def write_heavy(out: Path, server: str, found: dict[str, object]) -> None:
+    """The heavy-load results of one server, in their own file."""
+    (out / report.heavy_name(server)).write_text(json.dumps(found, indent=2, default=str) + "\n")
+
+
 def write_results(out: Path, results: dict[str, object], scenarios: list[dict[str, object]]) -> None:
     """The server's results file with the targets evaluated on what has been measured so far."""
     results = {**results, "scenarios": scenarios, "targets": targets.evaluate(scenarios)}
@@ -223,6 +242,11 @@ def main() -> None:
     parser.add_argument("--server", choices=harness.PROFILES, default=os.environ.get("BENCH_SERVER", "embedded"),
                         help="embedded (default): the packaged PostgreSQL, sized to hold the tables; production: "
                              "the binaries of --pg-bin, 256MB shared buffers, JIT on")
+    parser.add_argument("--heavy-load", default=os.environ.get("BENCH_HEAVY_LOAD", "aois_status"),
+                        help=f"backfill run beside a {heavy.HEAVY_RATE:,} tx/s load at the smallest size, guard on "
+                             "and off (default aois_status; 'none' to skip)")
+    parser.add_argument("--heavy-load-only", action="store_true",
+                        help="measure only the heavy load (its own results file; the other results stay)")
     parser.add_argument("--pg-bin", default=os.environ.get("BACKFILL_PG_BIN"),
                         help="PostgreSQL server binaries for --server production (default BACKFILL_PG_BIN)")
     args = parser.parse_args()
@@ -260,15 +284,19 @@ def run(args: argparse.Namespace) -> None:
             keys = foreground.prepare_keys(with_database(srv.admin_url, template))
             alone = foreground_alone(srv, template, keys)
             log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms (median of 3)")
-            for backfill in args.backfills.split(","):
+            for backfill in [] if args.heavy_load_only else args.backfills.split(","):
                 log(f"{backfill} at {rows:,} rows, {reps} repetition(s)")
                 scenarios.append(scenario(srv, template, backfill, rows, keys, reps, args.runbook_reps,
                                           rows in bare_sizes, alone))
                 results["minutes"] = round((time.time() - started) / 60, 1)
                 write_results(out, results, scenarios)
-            if rows == sizes[0]:
+            if rows == sizes[0] and args.heavy_load != "none":
+                write_heavy(out, args.server, heavy_load(srv, template, args.heavy_load, keys, rows))
+            if rows == sizes[0] and not args.heavy_load_only:
                 results["partitions"] = partitions(srv, template)
             drop_database(srv.admin_url, template)
+    if args.heavy_load_only:
+        return
     results |= {"complete": True, "minutes": round((time.time() - started) / 60, 1)}
     write_results(out, results, scenarios)
     report.plot(scenarios, out / report.plot_name(args.server))

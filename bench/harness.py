@@ -257,7 +257,28 @@ def load_during_run(settings: Settings, backfill: str, options: list[str], load:
         return load()
 
 
+def load_beside_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T]) -> tuple[T, str]:
+    """Like `load_during_run`, and also the run's id (its totals are read once the worker,
+    stopped when the load ends, recorded them at the end of its slice)."""
+    with worker_process(settings) as worker:
+        run_id = enqueue(worker.env, backfill, options)
+        return load(), run_id
+
+
 _READER = ConnectionProfile(application_name="backfill-bench", pooled=False)
+
+
+def run_totals(settings: Settings, run_id: str) -> tuple[int, dict[str, float]]:
+    """Rows a run changed so far, and the seconds it spent throttled per reason."""
+    engine = open_engine(settings, _READER)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT coalesce(sum(rows_processed), 0) FROM backfill.progress "
+                                    "WHERE run_id = CAST(:id AS uuid)"), {"id": run_id}).scalar_one()
+        throttled = {reason: round(float(seconds), 1) for reason, seconds in conn.execute(sa.text(
+            "SELECT reason, seconds FROM backfill.throttle_time WHERE run_id = CAST(:id AS uuid) ORDER BY reason"),
+            {"id": run_id})}
+    engine.dispose()
+    return int(rows), throttled
 
 
 def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: float) -> WorkerRunResult:
@@ -267,10 +288,8 @@ def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: flo
             "SELECT r.state, extract(epoch FROM r.finished_at - r.started_at) AS secs, sum(p.rows_processed) AS rows,"
             " sum(p.batches) AS batches FROM backfill.runs r JOIN backfill.progress p ON p.run_id = r.id"
             " WHERE r.id = CAST(:id AS uuid) GROUP BY r.id"), {"id": run_id}).one()
-        throttled = {reason: round(float(seconds), 1) for reason, seconds in conn.execute(sa.text(
-            "SELECT reason, seconds FROM backfill.throttle_time WHERE run_id = CAST(:id AS uuid) ORDER BY reason"),
-            {"id": run_id})}
     engine.dispose()
+    _, throttled = run_totals(settings, run_id)
     durations = RunControl(open_redis(settings, _READER), settings.namespace, run_id).batch_seconds()
     if row.state not in ("succeeded", "completed_with_errors"):
         raise RuntimeError(f"run {run_id} ended {row.state}")

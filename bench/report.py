@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench import heavy
 from bench.methods import Measurement
 
 __all__ = ["summarize", "plot", "markdown_table", "servers_table", "readme_section", "update_readme",
@@ -129,6 +130,11 @@ def results_name(server: str) -> str:
     return "bench.json" if server == "embedded" else f"bench-{server}.json"
 
 
+def heavy_name(server: str) -> str:
+    """The heavy-load results file of one server profile."""
+    return "heavy-load.json" if server == "embedded" else f"heavy-load-{server}.json"
+
+
 def plot_name(server: str) -> str:
     """The throughput plot of one server profile."""
     return "throughput.png" if server == "embedded" else f"throughput-{server}.png"
@@ -177,7 +183,10 @@ def readme_section(out: Path) -> str:
                  f"{conf.get('shared_buffers', '?')}, JIT {conf.get('jit', '?')} "
                  f"(available: {conf.get('jit_available', '?')})")
         parts += [title, markdown_table(results["scenarios"]), markdown(results["targets"]),
-                  foreground_table(results["scenarios"]), f"![throughput {server}](bench/results/{plot_name(server)})"]
+                  foreground_table(results["scenarios"])]
+        if (out / heavy_name(server)).exists():
+            parts.append(heavy.markdown(json.loads((out / heavy_name(server)).read_text())))
+        parts.append(f"![throughput {server}](bench/results/{plot_name(server)})")
     return "\n\n".join(parts) + "\n"
 
 

@@ -198,3 +198,30 @@ def test_throttle_time_per_reason_is_summarized_as_medians_and_shown() -> None:
     assert summary["throttle_seconds_median"] == {"autovacuum": 0.0, "foreground_latency": 2.0}
     assert report._throttled(summary) == "foreground_latency 2.0"
     assert report._throttled(report.summarize([_m("plain_update", 1.0, 10)])) == "-"
+
+
+def _latency(p50: float, p99: float, transactions: int = 29_000) -> dict:
+    return {"transactions": transactions, "p50_ms": p50, "p99_ms": p99}
+
+
+def test_the_heavy_load_table_shows_each_window_against_the_load_alone(tmp_path: Path) -> None:
+    import json
+
+    from bench import heavy
+
+    found = {"backfill": "aois_status", "rate": 1000, "clients": 4, "seconds": 30.0, "alone": _latency(1.0, 4.0),
+             "guard_on": {"latency": _latency(1.2, 5.0), "rows": 120_000,
+                          "throttle_seconds": {"foreground_latency": 12.5, "autovacuum": 0.0}},
+             "guard_off": {"latency": _latency(2.0, 16.0), "rows": 600_000, "throttle_seconds": {}}}
+    table = heavy.markdown(found)
+    [on] = [line for line in table.splitlines() if "guard on" in line]
+    [off] = [line for line in table.splitlines() if "guard off" in line]
+    assert "| 1.25x |" in on and "120,000" in on and "foreground_latency 12.5" in on and "autovacuum" not in on
+    assert "| 4.00x |" in off and "600,000" in off and off.endswith("| - |")
+    assert "1,000 tx/s" in table
+    scenarios = [_scenario(1_000_000, plain=10, sleep0=20, bare=None, during_ms=5)]
+    (tmp_path / report.results_name("embedded")).write_text(json.dumps({
+        "machine": {"server": {}}, "scenarios": scenarios, "targets": targets.evaluate(scenarios)}))
+    assert "Heavy foreground load" not in report.readme_section(tmp_path)
+    (tmp_path / report.heavy_name("embedded")).write_text(json.dumps(found))
+    assert table in report.readme_section(tmp_path)
