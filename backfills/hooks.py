@@ -25,7 +25,7 @@ from backfills.states import RunState
 NAP_STEP = 0.2
 
 __all__ = ["Hook", "SliceContext", "Stop", "StopKind", "ShutdownFlag", "ControlHook", "RateLimitHook", "SleepHook",
-           "CheckpointHook", "RowErrorLimitHook", "ShutdownHook", "KillSwitchHook"]
+           "sleep_after", "CheckpointHook", "RowErrorLimitHook", "ShutdownHook", "KillSwitchHook"]
 
 
 class StopKind(StrEnum):
@@ -202,11 +202,20 @@ class RateLimitHook(Hook):
         return None
 
 
+def sleep_after(sleep: float, result: BatchResult) -> float:
+    """The pause after a batch: `--sleep` after one that wrote rows (changed them, or
+    recorded them as row errors), none after one that found nothing to do (a stretch
+    already done, a closing pass over done rows): it held no row lock and wrote no WAL
+    for the database to catch up on."""
+    return sleep if result.changed + result.rejected > 0 else 0.0
+
+
 class SleepHook(Hook):
-    """`--sleep` seconds between batches."""
+    """`--sleep` seconds between batches that wrote rows (`sleep_after`)."""
 
     def after_batch(self, ctx: SliceContext, result: BatchResult) -> Stop | None:
-        reason = ctx.nap(ctx.sleep) if ctx.sleep > 0 else None
+        pause = sleep_after(ctx.sleep, result)
+        reason = ctx.nap(pause) if pause > 0 else None
         return Stop(reason) if reason else None
 
 

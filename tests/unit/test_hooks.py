@@ -14,7 +14,7 @@ from backfills.control import Checkpoint
 from backfills.definition import Backfill
 from backfills.health import HealthReadings, LockReading, ReplicaReading
 from backfills.hooks import (CheckpointHook, ControlHook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
-                             ShutdownHook, SleepHook, SliceContext, Stop, StopKind)
+                             ShutdownHook, SleepHook, SliceContext, Stop, StopKind, sleep_after)
 from backfills.reasons import ThrottleReason
 from backfills.retry import Failure
 from backfills.runs import Run, RunOptions
@@ -213,6 +213,15 @@ def test_sleep_between_batches_is_cut_short_by_a_cancel() -> None:
     ctx = context(interrupted=StopKind.CANCEL, sleep=60.0)
     assert SleepHook().after_batch(ctx, result()) == Stop(StopKind.CANCEL)
     assert SleepHook().after_batch(context(sleep=0.0), result()) is None
+
+
+def test_a_batch_that_wrote_nothing_is_not_followed_by_the_sleep() -> None:
+    nothing = BatchResult(last_key=["k"], scanned=10_000, changed=0, rejected=0, seconds=0.01)
+    assert sleep_after(0.1, nothing) == 0.0
+    assert sleep_after(0.1, result()) == 0.1                      # changed rows
+    assert sleep_after(0.1, result(rejected=100)) == 0.1          # only row errors recorded: still a write
+    ctx = context(interrupted=StopKind.CANCEL, sleep=60.0)
+    assert SleepHook().after_batch(ctx, nothing) is None          # no nap, so nothing to cut short
 
 
 # -- CheckpointHook ------------------------------------------------------------------------
