@@ -3,7 +3,8 @@
 - replication: every standby's lag in seconds and bytes (`pg_stat_replication`);
 - locks: per table, sessions waiting on a lock of it, the longest wait, and how many of
   them are blocked by a backfill session (`pg_blocking_pids`);
-- vacuum: tables being vacuumed right now (`pg_stat_progress_vacuum`).
+- vacuum: tables being vacuumed right now (`pg_stat_progress_vacuum`), and whether to
+  prevent transaction ID wraparound (the autovacuum's query in `pg_stat_activity`).
 
 Reading these needs `pg_monitor` (or superuser) to see other sessions. The decisions
 taken from them live in `backfills.signals`.
@@ -17,7 +18,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-__all__ = ["ReplicaReading", "LockReading", "HealthReadings", "read_health", "read_replication", "read_locks",
+__all__ = ["ReplicaReading", "LockReading", "VacuumReading", "HealthReadings", "read_health", "read_replication", "read_locks",
            "read_vacuum"]
 
 
@@ -41,12 +42,20 @@ class LockReading:
 
 
 @dataclass(frozen=True)
+class VacuumReading:
+    """A vacuum processing one table right now."""
+
+    table: str
+    wraparound: bool  # an autovacuum to prevent transaction ID wraparound
+
+
+@dataclass(frozen=True)
 class HealthReadings:
     """Everything the signals need, read in one go. A None field is a failed reading."""
 
     replicas: tuple[ReplicaReading, ...] | None
     locks: tuple[LockReading, ...] | None
-    vacuuming: tuple[str, ...] | None
+    vacuuming: tuple[VacuumReading, ...] | None
     at: float
 
     def to_json(self) -> dict[str, object]:
@@ -58,13 +67,19 @@ class HealthReadings:
         """Inverse of `to_json`."""
         replicas = cast("list[dict[str, Any]] | None", data.get("replicas"))
         locks = cast("list[dict[str, Any]] | None", data.get("locks"))
-        vacuuming = cast("list[str] | None", data.get("vacuuming"))
+        vacuuming = cast("list[dict[str, Any] | str] | None", data.get("vacuuming"))
         return cls(
             tuple(ReplicaReading(**r) for r in replicas) if replicas is not None else None,
             tuple(LockReading(**r) for r in locks) if locks is not None else None,
-            tuple(vacuuming) if vacuuming is not None else None,
+            tuple(_vacuum_reading(v) for v in vacuuming) if vacuuming is not None else None,
             float(cast("float", data["at"])),
         )
+
+
+def _vacuum_reading(value: dict[str, Any] | str) -> VacuumReading:
+    """A vacuum reading from JSON; a bare table name is how workers before `wraparound`
+    shared it (an ordinary vacuum, as far as they knew)."""
+    return VacuumReading(value, False) if isinstance(value, str) else VacuumReading(**value)
 
 
 _REPLICATION = """
@@ -95,8 +110,11 @@ FROM targets t LEFT JOIN waiting w ON w.table_name = t.name GROUP BY t.name ORDE
 """
 
 _VACUUM = """
-SELECT DISTINCT c.relname FROM pg_stat_progress_vacuum p JOIN pg_class c ON c.oid = p.relid
+SELECT c.relname AS table_name, bool_or(coalesce(a.query LIKE '%(to prevent wraparound)%', false)) AS wraparound
+FROM pg_stat_progress_vacuum p JOIN pg_class c ON c.oid = p.relid
+LEFT JOIN pg_stat_activity a ON a.pid = p.pid
 WHERE c.relname = ANY (CAST(:tables AS text[]))
+GROUP BY c.relname ORDER BY c.relname
 """
 
 
@@ -114,9 +132,11 @@ def read_locks(conn: sa.Connection, tables: Sequence[str]) -> tuple[LockReading,
                  for r in rows)
 
 
-def read_vacuum(conn: sa.Connection, tables: Sequence[str]) -> tuple[str, ...]:
-    """Which of `tables` a (auto)vacuum is processing right now."""
-    return tuple(r[0] for r in conn.execute(sa.text(_VACUUM), {"tables": list(tables)}))
+def read_vacuum(conn: sa.Connection, tables: Sequence[str]) -> tuple[VacuumReading, ...]:
+    """Which of `tables` a (auto)vacuum is processing right now, and whether to prevent
+    wraparound."""
+    return tuple(VacuumReading(r.table_name, bool(r.wraparound))
+                 for r in conn.execute(sa.text(_VACUUM), {"tables": list(tables)}))
 
 
 def _attempt(conn: sa.Connection, read, *args):  # type: ignore[no-untyped-def]

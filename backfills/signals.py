@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from backfills.health import HealthReadings, LockReading, ReplicaReading
+from backfills.health import HealthReadings, LockReading, ReplicaReading, VacuumReading
 from backfills.reasons import ThrottleReason
 
 __all__ = ["Action", "Decision", "CONTINUE", "replication_signal", "lock_signal", "vacuum_signal", "combine",
@@ -66,11 +66,14 @@ def lock_signal(locks: Sequence[LockReading] | None, table: str) -> Decision:
     return Decision(Action.SLOW, ThrottleReason.LOCK_WAITERS, batch_factor=0.75, sleep_seconds=0.2)
 
 
-def vacuum_signal(vacuuming: Sequence[str] | None, table: str) -> Decision:
-    """Autovacuum on the target table: slow down and let it finish."""
+def vacuum_signal(vacuuming: Sequence[VacuumReading] | None, table: str) -> Decision:
+    """An autovacuum to prevent wraparound on the target table: slow down and let it
+    finish (it cannot be cancelled, and the database needs it done). An ordinary vacuum
+    works beside the run: it makes room for the run's new row versions, and waiting for
+    it was the largest cost of a large run (README, "Benchmarks")."""
     if vacuuming is None:
         return Decision(Action.PAUSE, ThrottleReason.VACUUM_UNKNOWN)
-    if table in vacuuming:
+    if any(v.table == table and v.wraparound for v in vacuuming):
         return Decision(Action.SLOW, ThrottleReason.AUTOVACUUM, sleep_seconds=0.5)
     return CONTINUE
 

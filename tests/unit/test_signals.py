@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfills.health import HealthReadings, LockReading, ReplicaReading
+from backfills.health import HealthReadings, LockReading, ReplicaReading, VacuumReading
 from backfills.signals import CONTINUE, Action, Decision, combine, decide, lock_signal, replication_signal, vacuum_signal
 
 
@@ -62,9 +62,14 @@ def test_unknown_lock_and_vacuum_readings_pause() -> None:
     assert vacuum_signal(None, "aois") == Decision(Action.PAUSE, "vacuum_unknown")
 
 
-@pytest.mark.parametrize(("vacuuming", "action"), [((), Action.CONTINUE), (("jobs",), Action.CONTINUE),
-                                                   (("aois",), Action.SLOW)])
-def test_autovacuum_on_the_target_table_slows_down(vacuuming, action) -> None:
+@pytest.mark.parametrize(("vacuuming", "action"), [
+    ((), Action.CONTINUE),
+    ((VacuumReading("jobs", wraparound=True),), Action.CONTINUE),    # another table
+    ((VacuumReading("aois", wraparound=False),), Action.CONTINUE),   # an ordinary vacuum works beside the run
+    ((VacuumReading("aois", wraparound=True),), Action.SLOW),
+    ((VacuumReading("aois", False), VacuumReading("aois", True)), Action.SLOW),
+])
+def test_only_an_autovacuum_to_prevent_wraparound_on_the_target_table_slows_down(vacuuming, action) -> None:
     decision = vacuum_signal(vacuuming, "aois")
     assert decision.action is action
     assert decision.reason == ("autovacuum" if action is Action.SLOW else None)
@@ -90,7 +95,9 @@ def test_decide_reads_every_signal() -> None:
 
 
 def test_readings_round_trip_through_json() -> None:
-    readings = HealthReadings(replicas(1.5, None), (LockReading("aois", 2, 0.5, 1),), ("jobs",), 12.5)
+    readings = HealthReadings(replicas(1.5, None), (LockReading("aois", 2, 0.5, 1),), (VacuumReading("jobs", True),), 12.5)
     assert HealthReadings.from_json(readings.to_json()) == readings
     unknown = HealthReadings(None, None, None, 1.0)
     assert HealthReadings.from_json(unknown.to_json()) == unknown
+    shared_by_an_older_worker = {**readings.to_json(), "vacuuming": ["jobs"]}
+    assert HealthReadings.from_json(shared_by_an_older_worker).vacuuming == (VacuumReading("jobs", False),)
