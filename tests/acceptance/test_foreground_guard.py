@@ -61,7 +61,7 @@ def test_foreground_load_slows_then_pauses_the_run_which_resumes_when_it_stops(
     run_id = enqueue(settings, "aois_status", "--batch-size", "1000", "--sleep", "0.1", "--max-latency-ratio", "3")
     poll(lambda: status(settings, run_id)["rows_processed"] > 3_000, 60, "the run to start working")
     assert status(settings, run_id)["foreground_latency_ratio"] is not None
-    with LockBursts(db_url, hold=0.4, gap=0.01):
+    with LockBursts(db_url, hold=0.8, gap=0.01):  # the probe waits up to 0.8 s: far above twice the ratio
         poll(lambda: status(settings, run_id)["throttled"] == "foreground_latency", 30, "the guard to act")
         try:
             poll(lambda: _progress_stalls(settings, run_id, 2.0), 30, "the guard to pause the run")
