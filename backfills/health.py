@@ -18,8 +18,8 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-__all__ = ["ReplicaReading", "LockReading", "VacuumReading", "HealthReadings", "read_health", "read_replication", "read_locks",
-           "read_vacuum"]
+__all__ = ["ReplicaReading", "LockReading", "VacuumReading", "HealthReadings", "read_health", "read_replication",
+           "read_locks", "read_vacuum"]
 
 
 @dataclass(frozen=True)

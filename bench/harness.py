@@ -252,9 +252,7 @@ def run_worker(settings: Settings, backfill: str, options: list[str], concurrenc
 
 def load_during_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T]) -> T:
     """Run `load` while a real worker runs the backfill; the worker is stopped when the load ends."""
-    with worker_process(settings) as worker:
-        enqueue(worker.env, backfill, options)
-        return load()
+    return load_beside_run(settings, backfill, options, load)[0]
 
 
 def load_beside_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T]) -> tuple[T, str]:
@@ -268,15 +266,19 @@ def load_beside_run(settings: Settings, backfill: str, options: list[str], load:
 _READER = ConnectionProfile(application_name="backfill-bench", pooled=False)
 
 
+def _throttled(conn: sa.Connection, run_id: str) -> dict[str, float]:
+    return {reason: round(float(seconds), 1) for reason, seconds in conn.execute(sa.text(
+        "SELECT reason, seconds FROM backfill.throttle_time WHERE run_id = CAST(:id AS uuid) ORDER BY reason"),
+        {"id": run_id})}
+
+
 def run_totals(settings: Settings, run_id: str) -> tuple[int, dict[str, float]]:
     """Rows a run changed so far, and the seconds it spent throttled per reason."""
     engine = open_engine(settings, _READER)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT coalesce(sum(rows_processed), 0) FROM backfill.progress "
                                     "WHERE run_id = CAST(:id AS uuid)"), {"id": run_id}).scalar_one()
-        throttled = {reason: round(float(seconds), 1) for reason, seconds in conn.execute(sa.text(
-            "SELECT reason, seconds FROM backfill.throttle_time WHERE run_id = CAST(:id AS uuid) ORDER BY reason"),
-            {"id": run_id})}
+        throttled = _throttled(conn, run_id)
     engine.dispose()
     return int(rows), throttled
 
@@ -288,8 +290,8 @@ def _measured_run(settings: Settings, run_id: str, wall: float, peak_rss_mb: flo
             "SELECT r.state, extract(epoch FROM r.finished_at - r.started_at) AS secs, sum(p.rows_processed) AS rows,"
             " sum(p.batches) AS batches FROM backfill.runs r JOIN backfill.progress p ON p.run_id = r.id"
             " WHERE r.id = CAST(:id AS uuid) GROUP BY r.id"), {"id": run_id}).one()
+        throttled = _throttled(conn, run_id)
     engine.dispose()
-    _, throttled = run_totals(settings, run_id)
     durations = RunControl(open_redis(settings, _READER), settings.namespace, run_id).batch_seconds()
     if row.state not in ("succeeded", "completed_with_errors"):
         raise RuntimeError(f"run {run_id} ended {row.state}")
