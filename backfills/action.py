@@ -65,7 +65,9 @@ def update_batch(definition: Backfill, locking: RowLocking, scope: Sequence[str]
     """The batch statement: the definition's action over the rows of `rng` within `scope`
     that still need it (see `_actions`), then the fenced progress update. Its one result
     row has `last_key`, `scanned`, `changed`, `rejected`, `skipped` and `fenced` (0 when
-    another worker moved the cursor: the whole statement then must be rolled back)."""
+    another worker moved the cursor: the whole statement then must be rolled back).
+    `:opens` is 1 when the statement opens a batch (counted in `batches`), 0 for the
+    later sub-batches of one."""
     where = " AND ".join([rng.rows, *scope, f"({definition.needs})"])
     return f"""WITH bounds AS ({rng.bounds}),
 {_actions(definition, locking, where)},
@@ -75,7 +77,7 @@ progress AS (
         rows_scanned = p.rows_scanned + b.scanned,
         row_errors = p.row_errors + (SELECT count(*) FROM rejected),
         rows_skipped = p.rows_skipped + (SELECT count(*) FROM skipped),
-        batches = p.batches + 1, updated_at = now()
+        batches = p.batches + CAST(:opens AS int), updated_at = now()
     FROM bounds b WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
         AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
     RETURNING 1

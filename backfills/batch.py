@@ -154,10 +154,11 @@ class BatchExecutor:
         """Bind parameters of the batch statements for a batch starting after `cursor`."""
         return {"run_id": self.run_id, "part": self.part, "tenant": self.scope.tenant,
                 "parent_run": self.scope.parent_run, "expected": json.dumps(cursor) if cursor else None,
-                **key_params("c", cursor), **key_params("u", self.scope.upper)}
+                "opens": 1, **key_params("c", cursor), **key_params("u", self.scope.upper)}
 
-    def run(self, cursor: list[str] | None, limit: int, timeouts: Timeouts) -> BatchResult:
-        """Run the next batch after `cursor`; bisect around bad rows if it fails on data."""
+    def run(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, opens: bool = True) -> BatchResult:
+        """Run the next batch after `cursor` (or a later sub-batch of one, `opens` False: not
+        counted in `batches` again); bisect around bad rows if it fails on data."""
         started = time.monotonic()
         try:
             with self.engine.begin() as conn:
@@ -165,7 +166,8 @@ class BatchExecutor:
                 statement = self.next_statement(conn, cursor, limit)
                 if statement is None:
                     return BatchResult(None, 0, 0, 0, time.monotonic() - started)
-                row = conn.execute(*statement).one()
+                sql, params = statement
+                row = conn.execute(sql, {**params, "opens": int(opens)}).one()
                 if row.fenced == 0:
                     raise LostRace(f"run {self.run_id} part {self.part}: cursor moved by another worker")
         except sa.exc.DBAPIError as exc:

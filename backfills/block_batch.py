@@ -48,7 +48,7 @@ class BlockExecutor(BatchExecutor):
 
     def _params(self, cursor: list[str] | None, lo: int, hi: int) -> dict[str, object]:
         return {"run_id": self.run_id, "part": self.part, "tenant": self.scope.tenant,
-                "expected": json.dumps(cursor) if cursor else None,
+                "expected": json.dumps(cursor) if cursor else None, "opens": 1,
                 "lo_tid": tid(lo), "hi_tid": tid(hi), "hi": str(hi)}
 
     def end_block(self, conn: sa.Connection) -> int:

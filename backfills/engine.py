@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from backfills.batch import BatchExecutor, LostRace, Timeouts, count_remaining, error_text, read_key_columns, sqlstate
+from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, count_remaining, error_text, read_key_columns, sqlstate
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.definition import Backfill
 from backfills.foreground import ForegroundMonitor, LatencyProbe
@@ -39,6 +39,7 @@ from backfills.revisit import PAUSE_SECONDS as REVISIT_PAUSE
 from backfills.revisit import Step, next_step, revisit_pass
 from backfills.runs import Progress, Run, RunStore
 from backfills.states import RunState
+from backfills.sub_batches import combine, sub_batch_limits
 from backfills.throttle_time import ThrottleTimeStore
 
 __all__ = ["SliceOutcome", "SliceRunner", "BatchFailed"]
@@ -204,18 +205,34 @@ class SliceRunner:
             reason = ctx.interrupted()  # hooks may have waited: look again right before the batch
             if reason is not None:
                 return Stop(reason)
-            result = self._with_retries(
-                ctx, lambda t: executor.run(ctx.cursor, ctx.effective_batch_size, t), hooks, lease, control)
+            result = self._batch(ctx, executor, hooks, lease, control)
             if result is None:
                 return Stop(StopKind.LOST_LEASE, "another worker moved this part's cursor")
             if result.last_key is None:
                 return self._close_part(ctx, executor, hooks, lease, control, deadline)
-            ctx.record(result)
+            ctx.count_batch(result)
             for hook in hooks:
                 stop = hook.after_batch(ctx, result)
                 if stop is not None:
                     return stop
         return None
+
+    def _batch(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
+               control: RunControl) -> BatchResult | None:
+        """One batch as its sub-batches, each committed (and retried) on its own; None when
+        the lease was lost. The cursor and counters move with every sub-batch."""
+        done: list[BatchResult] = []
+        for limit in sub_batch_limits(ctx.effective_batch_size, ctx.options.sub_batch_size):
+            opens = not done
+            result = self._with_retries(ctx, lambda t: executor.run(ctx.cursor, limit, t, opens), hooks, lease,
+                                        control)
+            if result is None:
+                return None
+            if result.last_key is None:
+                break
+            ctx.advance(result)
+            done.append(result)
+        return combine(done)
 
     @staticmethod
     def _before_batch(ctx: SliceContext, hooks: list[Hook]) -> Stop | None:
@@ -302,9 +319,10 @@ class SliceRunner:
     @staticmethod
     def _adapt(ctx: SliceContext, failure: Failure, lock_timeouts: int, control: RunControl) -> None:
         if failure is Failure.STATEMENT_TIMEOUT:
-            if ctx.batch_size == 1:
+            timed_out = min(ctx.batch_size, ctx.options.sub_batch_size)  # the statement was one sub-batch
+            if timed_out == 1:
                 raise BatchFailed(f"a single-row batch after {ctx.cursor} exceeded statement_timeout")
-            ctx.batch_size = halved(ctx.batch_size)
+            ctx.batch_size = halved(timed_out)
             ctx.throttled = ThrottleReason.STATEMENT_TIMEOUT
             # kept for the following slices too, and visible as the run's batch size
             control.set_overrides(batch_size=ctx.batch_size)

@@ -61,7 +61,7 @@ class ErrorKeysExecutor(BatchExecutor):
     def _chunk_params(self, cursor: list[str] | None, chunk: Sequence[list[str]]) -> dict[str, object]:
         return {"run_id": self.run_id, "part": self.part, "tenant": self.scope.tenant,
                 "expected": json.dumps(cursor) if cursor else None, "chunk": json.dumps(list(chunk)),
-                "last": json.dumps(chunk[-1]), "scanned": len(chunk)}
+                "last": json.dumps(chunk[-1]), "scanned": len(chunk), "opens": 1}
 
     def next_statement(self, conn: sa.Connection, cursor: list[str] | None, limit: int) -> Statement | None:
         """The batch statement for the next `limit` recorded keys; None when none is left."""

@@ -96,13 +96,21 @@ class SliceContext:
         if self.throttled is not None:
             self.throttle_seconds[self.throttled] = self.throttle_seconds.get(self.throttled, 0.0) + seconds
 
-    def record(self, result: BatchResult) -> None:
-        """Fold a finished batch into the context."""
+    def advance(self, result: BatchResult) -> None:
+        """Fold a committed sub-batch into the context: its cursor and counters."""
         self.cursor = result.last_key
         self.rows_processed += result.changed
         self.row_errors += result.rejected
+
+    def count_batch(self, result: BatchResult) -> None:
+        """Count a finished batch (its sub-batches were folded in by `advance`)."""
         self.batches += 1
         self.last_batch_seconds = result.seconds
+
+    def record(self, result: BatchResult) -> None:
+        """Fold a finished batch of one sub-batch into the context."""
+        self.advance(result)
+        self.count_batch(result)
 
 
 def requested_stop(requested: str | None) -> StopKind | None:

@@ -246,8 +246,9 @@ def check(engine: sa.Engine, registry: Registry, name: str, options: RunOptions,
                                     options, samples)
     predicted = None
     if seconds:
+        commits = -(-todo // _sampled_rows(options)) if todo else 0
         batches = -(-todo // options.batch_size) if todo else 0
-        predicted = batches * (statistics.median(seconds) + options.sleep)
+        predicted = commits * statistics.median(seconds) + batches * options.sleep
     return CheckReport(name, todo, failing, plan, len(seconds), seconds, predicted, sample_error, choice.order,
                        choice.reason)
 
@@ -259,8 +260,13 @@ def _executor(engine: sa.Engine, definition: Backfill, key: Sequence[KeyColumn],
     return BatchExecutor(engine, definition, key, scope, run_id, 0)
 
 
+def _sampled_rows(options: RunOptions) -> int:
+    """Rows of one sampled statement: one sub-batch, as a run commits them."""
+    return min(options.batch_size, options.sub_batch_size)
+
+
 def _sample(executor: BatchExecutor, options: RunOptions, samples: int) -> tuple[list[float], str | None]:
-    """Time real batches in transactions that are rolled back (nothing is kept, not even
+    """Time real sub-batches in transactions that are rolled back (nothing is kept, not even
     the throw-away run record the batch statement writes its progress to). A batch that
     fails on a row's data (e.g. a row a copy's target refuses) ends the sampling; its error
     is returned with the timings so far."""
@@ -275,7 +281,7 @@ def _sample(executor: BatchExecutor, options: RunOptions, samples: int) -> tuple
             cursor = None
             for _ in range(samples):
                 started = time.monotonic()
-                statement = executor.next_statement(conn, cursor, options.batch_size)
+                statement = executor.next_statement(conn, cursor, _sampled_rows(options))
                 if statement is None:
                     break
                 try:

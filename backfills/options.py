@@ -44,11 +44,15 @@ def _check_number(name: str, value: object, *, zero_ok: bool, optional: bool, un
 class RunOptions:
     """How a run goes: batch size, pacing and safety limits (the `enqueue` options).
 
+    A batch of `batch_size` rows is the unit of pacing; it commits every `sub_batch_size`
+    rows (`backfills.sub_batches`), so no row stays locked for a whole batch.
+
     Times are in seconds. Constructing does not validate; `validate()`, `from_json()` and
     `replace()` do, and `RunStore` validates before writing.
     """
 
     batch_size: int = 10_000
+    sub_batch_size: int = 1_000
     sleep: float = 0.1
     max_rows_per_second: float | None = None
     target_batch_seconds: float | None = None
@@ -63,6 +67,7 @@ class RunOptions:
     def validate(self) -> None:
         """Raise `ValueError` (one sentence naming the command-line option) on a bad value."""
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, "a positive whole number")
+        _check_int("sub_batch_size", self.sub_batch_size, 1, MAX_BATCH_SIZE, "a positive whole number")
         _check_number("sleep", self.sleep, zero_ok=True, optional=False, unit=" of seconds")
         _check_number("max_rows_per_second", self.max_rows_per_second, zero_ok=False, optional=True,
                       unit=" of rows per second")

@@ -112,11 +112,16 @@ def block_parts(blocks: int, parts: int) -> list[tuple[list[str] | None, list[st
     return [([str(lo)] if lo else None, [str(blocks if hi is None else hi)]) for lo, hi in ranges]
 
 
+MAX_ROWS_PER_BLOCK = 291  # MaxHeapTuplesPerPage for 8 kB blocks
+
+
 def next_block_count(rows: int, rows_per_block: float | None, previous: int | None) -> int:
     """Blocks for a batch of about `rows` rows at `rows_per_block` (estimated or measured);
     at most twice the previous batch's blocks, so a sparse stretch cannot make one batch
-    of the dense stretch after it huge."""
-    density = rows_per_block if rows_per_block and rows_per_block > 0 else 1.0
+    of the dense stretch after it huge. With no density known (a table never analyzed), a
+    block is taken to be as full as a heap block can be, so the first batch is small, never
+    huge, and the measured density sizes the next ones."""
+    density = rows_per_block if rows_per_block and rows_per_block > 0 else MAX_ROWS_PER_BLOCK
     blocks = max(1, math.ceil(rows / density))
     if previous is not None:
         blocks = min(blocks, max(1, previous * 2))

@@ -81,7 +81,7 @@ def test_a_batch_spans_enough_blocks_for_its_rows_and_grows_at_most_twofold(
         assert blocks <= 2 * previous
     if previous is None or blocks < 2 * previous:
         assert blocks * density >= rows and (blocks - 1) * density < rows
-    assert next_block_count(rows, None, None) == rows  # no density known: one row per block
+    assert next_block_count(rows, None, None) == -(-rows // 291)  # no density known: blocks as full as can be
 
 
 def test_closing_passes_until_one_finds_nothing_bounded_by_the_limit() -> None:

@@ -17,6 +17,9 @@ BAD_VALUES = [
     ("batch_size", 10.5, "--batch-size must be a positive whole number, got 10.5"),
     ("batch_size", "100", "--batch-size must be a positive whole number, got '100'"),
     ("batch_size", True, "--batch-size must be a positive whole number, got True"),
+    ("sub_batch_size", 0, "--sub-batch-size must be a positive whole number, got 0"),
+    ("sub_batch_size", 2.5, "--sub-batch-size must be a positive whole number, got 2.5"),
+    ("sub_batch_size", 1_000_001, "--sub-batch-size must be at most 1000000, got 1000001"),
     ("sleep", -0.1, "--sleep must be zero or a positive number of seconds, got -0.1"),
     ("sleep", math.inf, "--sleep must be zero or a positive number of seconds, got inf"),
     ("sleep", None, "--sleep must be zero or a positive number of seconds, got None"),
@@ -48,7 +51,7 @@ def test_defaults_match_the_spec() -> None:
     options = RunOptions()
     options.validate()
     assert options.to_json() == {
-        "batch_size": 10_000, "sleep": 0.1, "max_rows_per_second": None, "target_batch_seconds": None,
+        "batch_size": 10_000, "sub_batch_size": 1_000, "sleep": 0.1, "max_rows_per_second": None, "target_batch_seconds": None,
         "lock_timeout": 2.0, "statement_timeout": 30.0, "max_replication_lag": 10.0,
         "max_row_errors": 1000, "partitions": 1, "max_latency_ratio": 1.5,
         "order": "auto",

@@ -15,8 +15,8 @@ __all__ = ["run_options", "options_from"]
 _POSITIVE_INT = click.IntRange(min=1)
 _NON_NEGATIVE = click.FloatRange(min=0)
 _POSITIVE = click.FloatRange(min=0, min_open=True)
-_FIELDS = ("batch_size", "sleep", "max_rows_per_second", "target_batch_seconds", "lock_timeout",
-           "statement_timeout", "max_replication_lag", "max_row_errors", "partitions", "max_latency_ratio",
+_FIELDS = ("batch_size", "sub_batch_size", "sleep", "max_rows_per_second", "target_batch_seconds",
+           "lock_timeout", "statement_timeout", "max_replication_lag", "max_row_errors", "partitions", "max_latency_ratio",
            "order")
 
 
@@ -24,6 +24,9 @@ def run_options(enqueue_only: bool = True) -> Callable[[Callable[..., Any]], Cal
     """Decorate a command with the run options of SPEC §3 (`--dry-run` only on enqueue)."""
     specs = [
         click.option("--batch-size", type=_POSITIVE_INT, help="rows per batch [default: 10000]."),
+        click.option("--sub-batch-size", type=_POSITIVE_INT,
+                     help="rows per transaction within a batch: a row stays locked for one of these, "
+                          "not a whole batch [default: 1000]."),
         click.option("--sleep", type=_NON_NEGATIVE, help="seconds between batches [default: 0.1]."),
         click.option("--max-rows-per-second", type=_POSITIVE, help="rate limit shared by every worker of the run."),
         click.option("--target-batch-seconds", type=_POSITIVE, help="adapt the batch size toward this duration."),
