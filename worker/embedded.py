@@ -78,7 +78,7 @@ def _pgserver_version() -> str:
         return ""
 
 
-def _service_user() -> str | None:
+def service_user() -> str | None:
     """PostgreSQL refuses to run as root: when we are root, run it as an unprivileged user."""
     if os.geteuid() != 0:
         return None
@@ -121,13 +121,13 @@ class EmbeddedPostgres:
     def runnable_bin_dir(self) -> Path:
         """Where the binaries run from: `bin_dir`, or (as root) a copy the server user can reach."""
         if self._runnable is None:
-            user = _service_user()
+            user = service_user()
             self._runnable = (runnable_bin_dir(self.bin_dir, user, _pgserver_version(), self.install_cache)
                               if user else self.bin_dir)
         return self._runnable
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        user = _service_user()
+        user = service_user()
         identity: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
         binary = self.runnable_bin_dir() / args[0]
         try:
@@ -143,7 +143,7 @@ class EmbeddedPostgres:
     def init(self) -> None:
         """`initdb` the data directory unless it already holds a cluster."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        user = _service_user()
+        user = service_user()
         if user:
             shutil.chown(self.data_dir, user, user)
             closed = _closed_to_others(self.data_dir.parent)
@@ -205,7 +205,7 @@ class EmbeddedPostgres:
         """A streaming standby of this (running) server: `pg_basebackup -R` into
         `data_dir`; returned unstarted, on a port of its own."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        user = _service_user()
+        user = service_user()
         if user:
             shutil.chown(data_dir, user, user)
         data_dir.chmod(0o700)

@@ -21,11 +21,19 @@ import psycopg
 import pytest
 
 from tests.support.workers import REPO
-from worker.embedded import EmbeddedPostgres, postgres_bin_dir, scratch_dir
+from worker.embedded import EmbeddedPostgres, postgres_bin_dir, scratch_dir, service_user
 from worker.pginstall import Identity, Installation, first_unreachable, prepare
 
-SERVICE_USER = "backfillpg"
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only when we are root")
+
+
+@pytest.fixture(scope="module")
+def server_user() -> str:
+    """The unprivileged user the embedded server runs as when we are root (created if missing,
+    as starting the server does: these tests do not rely on one having started before)."""
+    user = service_user()
+    assert user is not None
+    return user
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +61,13 @@ def cache() -> Iterator[Path]:
 
 
 @as_root
-def test_the_server_user_cannot_reach_the_private_installation(private_install: Installation) -> None:
-    assert first_unreachable(private_install, Identity.of(SERVICE_USER)) == private_install.root
+def test_the_server_user_cannot_reach_the_private_installation(private_install: Installation, server_user: str) -> None:
+    assert first_unreachable(private_install, Identity.of(server_user)) == private_install.root
 
 
 @as_root
-def test_server_starts_from_a_private_installation_and_answers(private_install: Installation, cache: Path) -> None:
+def test_server_starts_from_a_private_installation_and_answers(private_install: Installation, cache: Path,
+                                                              server_user: str) -> None:
     server = EmbeddedPostgres(scratch_dir("backfill-test-") / "pg", bin_dir=private_install.root / private_install.bin,
                               install_cache=cache)
     try:
@@ -70,7 +79,7 @@ def test_server_starts_from_a_private_installation_and_answers(private_install: 
         assert row is not None and row[0] >= 160000 and row[1] == 1
         pid = server.pid()
         assert pid is not None
-        assert Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(SERVICE_USER).pw_uid
+        assert Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(server_user).pw_uid
     finally:
         server.destroy()
     assert server.pid() is None
@@ -78,14 +87,15 @@ def test_server_starts_from_a_private_installation_and_answers(private_install: 
 
 
 @as_root
-def test_concurrent_preparers_publish_one_complete_copy(private_install: Installation, cache: Path) -> None:
+def test_concurrent_preparers_publish_one_complete_copy(private_install: Installation, cache: Path,
+                                                       server_user: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         bins = set(pool.map(lambda _: prepare(private_install, cache), range(4)))
     assert len(bins) == 1
     (bin_dir,) = bins
     assert [p.name for p in cache.iterdir()] == [bin_dir.relative_to(cache).parts[0]]  # no partial copy left
     assert first_unreachable(Installation(cache / bin_dir.relative_to(cache).parts[0], private_install.bin,
-                                          private_install.parts), Identity.of(SERVICE_USER)) is None
+                                          private_install.parts), Identity.of(server_user)) is None
     inode = bin_dir.stat().st_ino
     old, fresh = cache / ("0" * 20), cache / ".partial-fresh"
     old.mkdir()
