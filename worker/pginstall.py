@@ -161,7 +161,11 @@ def _prune(root: Path, keep: Path) -> None:
     os.utime(keep)
     now = time.time()
     for entry in root.iterdir():
-        if entry != keep and stale(entry.name, entry.lstat().st_mtime, now):
+        try:
+            mtime = entry.lstat().st_mtime
+        except FileNotFoundError:  # another preparer's partial copy, gone since it was listed
+            continue
+        if entry != keep and stale(entry.name, mtime, now):
             shutil.rmtree(entry, ignore_errors=True)
 
 
