@@ -224,8 +224,10 @@ class SliceRunner:
         done: list[BatchResult] = []
         for limit in sub_batch_limits(ctx.effective_batch_size, ctx.options.sub_batch_size):
             opens = not done
-            result = self._with_retries(ctx, lambda t: executor.run(ctx.cursor, limit, t, opens), hooks, lease,
-                                        control)
+            # a retry after a statement timeout runs the smaller size the timeout left
+            result = self._with_retries(
+                ctx, lambda t: executor.run(ctx.cursor, min(limit, ctx.effective_batch_size), t, opens), hooks,
+                lease, control)
             if result is None:
                 return None
             if result.last_key is None:

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(600)  # every method, the heavy load and the partitions: 4-5 minutes on 2 cores
 def test_a_quick_bench_measures_every_method_and_writes_its_results(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--backfills", "aois_status",

@@ -75,7 +75,8 @@ def test_replication_lag_pauses_the_run_and_resuming_replay_resumes_it(
     own = replace(settings, database_url=pair.url(pair.primary))
     workers_for(own)
     pair.pause_replay()
-    run_id = enqueue(own, "aois_status", "--batch-size", "1000", "--sleep", "0.05", "--max-replication-lag", "1")
+    run_id = enqueue(own, "aois_status", "--batch-size", "1000", "--sleep", "0.05", "--max-replication-lag", "1",
+                     "--max-latency-ratio", "0")  # the lag alone throttles it
     paused = poll(lambda: (s := status(own, run_id))["throttled"] == "replication_lag" and s, 60,
                   "the run to throttle on replication lag")
     processed = paused["rows_processed"]
@@ -97,7 +98,7 @@ def test_failover_to_a_promoted_standby_completes_the_run_with_exact_data(
     prepare(pair.url(pair.primary), 60_000)
     own = replace(settings, database_url=pair.failover_url())
     worker = workers_for(own)
-    run_id = enqueue(own, "aois_status", "--batch-size", "1000", "--sleep", "0.05")
+    run_id = enqueue(own, "aois_status", "--batch-size", "1000", "--sleep", "0.05", "--max-latency-ratio", "0")
     poll(lambda: status(own, run_id)["rows_processed"] >= 10_000, 60, "the run to get going")
     pair.primary.stop()          # the primary dies mid-run ...
     time.sleep(1.0)
@@ -158,7 +159,7 @@ def test_statement_timeout_halves_the_batch_until_it_fits_and_skips_no_row(
 
     sample_data.load(engine, sample_data.SampleSpec(aois=30_000, jobs=100, bad_rows=False))
     workers()
-    run_id = enqueue(settings, "aois_status", "--batch-size", "20000", "--sleep", "0",
+    run_id = enqueue(settings, "aois_status", "--batch-size", "20000", "--sub-batch-size", "20000", "--sleep", "0",
                      "--statement-timeout", "0.03")
     wait(settings, run_id)
     control = RunControl(redis_client, settings.namespace, run_id)
@@ -179,7 +180,7 @@ def test_a_failed_health_reading_pauses_the_run_instead_of_running_blind(
     workers_proc = WorkerProcess(as_role, tmp_path / "health-worker.log")
     try:
         workers_proc.start()
-        run_id = enqueue(as_role, "aois_status", "--batch-size", "1000", "--sleep", "0.02")
+        run_id = enqueue(as_role, "aois_status", "--batch-size", "1000", "--sleep", "0.02", "--max-latency-ratio", "0")
         poll(lambda: status(as_role, run_id)["throttled"] == "lock_contention_unknown", 60,
              "the run to stop on an unknown lock reading")
         before = status(as_role, run_id)["rows_processed"]

@@ -1,6 +1,7 @@
 """Sub-batches against real PostgreSQL and Redis: a batch commits every `sub_batch_size`
 rows (one transaction each, seen in the rows' `xmin`) in key and in physical order, is
-counted once in `batches`, and a transient failure in the middle of a batch retries only
+counted once in `batches` (the guard is off: it would halve batches on a busy machine),
+and a transient failure in the middle of a batch retries only
 the sub-batch that failed: every row changed once, counters exact.
 """
 
@@ -51,7 +52,7 @@ def test_a_batch_commits_every_sub_batch_size_rows_and_counts_once(
         engine: sa.Engine, redis_client: Any, namespace: str, order: str) -> None:
     table, definition = _things(engine, 6000)
     run_id = _run_to_end(engine, redis_client, namespace, definition,
-                         RunOptions(batch_size=3000, sub_batch_size=1000, sleep=0, order=order))
+                         RunOptions(batch_size=3000, sub_batch_size=1000, sleep=0, order=order, max_latency_ratio=0))
     run = RunStore(engine).get(run_id)
     assert run.state == "succeeded", run.last_error
     assert scalar(engine, f"SELECT count(*) FROM {table} WHERE visits <> 1 OR x IS DISTINCT FROM n") == 0
@@ -68,7 +69,7 @@ def test_a_sub_batch_as_large_as_the_batch_is_one_transaction_per_batch(
         engine: sa.Engine, redis_client: Any, namespace: str) -> None:
     table, definition = _things(engine, 3000)
     run_id = _run_to_end(engine, redis_client, namespace, definition,
-                         RunOptions(batch_size=1500, sub_batch_size=1500, sleep=0, order="key"))
+                         RunOptions(batch_size=1500, sub_batch_size=1500, sleep=0, order="key", max_latency_ratio=0))
     assert RunStore(engine).get(run_id).batches == 2
     assert scalar(engine, f"SELECT count(DISTINCT xmin::text) FROM {table}") == 2
 
@@ -88,7 +89,7 @@ def test_a_transient_failure_inside_a_batch_retries_only_its_sub_batch(
             END $$""",
             f"CREATE TRIGGER fail_once BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_fail()")
     run_id = _run_to_end(engine, redis_client, namespace, definition,
-                         RunOptions(batch_size=5000, sub_batch_size=1000, sleep=0, order="key"))
+                         RunOptions(batch_size=5000, sub_batch_size=1000, sleep=0, order="key", max_latency_ratio=0))
     run = RunStore(engine).get(run_id)
     assert run.state == "succeeded", run.last_error
     assert scalar(engine, f"SELECT nextval('{table}_once')") == 3  # failed once, passed once
