@@ -16,7 +16,8 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, count_remaining, error_text, read_key_columns, sqlstate
+from backfills.batch import (BatchExecutor, BatchResult, LostRace, Timeouts, count_remaining, error_text,
+                             read_key_columns, sqlstate)
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.definition import Backfill
 from backfills.foreground import ForegroundMonitor, LatencyProbe

@@ -16,8 +16,8 @@ _POSITIVE_INT = click.IntRange(min=1)
 _NON_NEGATIVE = click.FloatRange(min=0)
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 _FIELDS = ("batch_size", "sub_batch_size", "sleep", "max_rows_per_second", "target_batch_seconds",
-           "lock_timeout", "statement_timeout", "max_replication_lag", "max_row_errors", "partitions", "max_latency_ratio",
-           "order")
+           "lock_timeout", "statement_timeout", "max_replication_lag", "max_row_errors", "partitions",
+           "max_latency_ratio", "order")
 
 
 def run_options(enqueue_only: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
