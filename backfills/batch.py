@@ -137,13 +137,19 @@ class BatchExecutor:
         """SET LOCAL the batch's timeouts, application_name and row-level-security scope, and
         JIT off: a batch is planned as the few thousand rows it is, but a definition whose
         `sets` or `invalid_reason` probe another table per row still costs above
-        `jit_above_cost`, and compiling costs more than it saves on one batch. A batch left
+        `jit_above_cost`, and compiling costs more than it saves on one batch. A batch commits
+        without waiting for its WAL to reach the disk (`synchronous_commit` off): a server crash
+        can undo the last fraction of a second of batches, but the rows, the cursor and the
+        counters of a batch are one transaction and are undone together, so they are redone,
+        never lost or counted twice; the run's own state changes commit durably, which flushes
+        every batch before them. A batch left
         idle in its transaction (a stalled worker) is ended by the server after the statement
         timeout, which releases its row locks."""
         tenant = self.scope.tenant
         conn.execute(sa.text(
             "SELECT set_config('lock_timeout', :lt, true), set_config('statement_timeout', :st, true), "
             "set_config('idle_in_transaction_session_timeout', :st, true), set_config('jit', 'off', true), "
+            "set_config('synchronous_commit', 'off', true), "
             "set_config('application_name', :app, true), set_config('app.is_system_admin', :admin, true), "
             "set_config('app.tenant_id', :tenant, true)"
         ), {"lt": f"{int(timeouts.lock * 1000)}ms", "st": f"{int(timeouts.statement * 1000)}ms",
