@@ -223,7 +223,7 @@ class SliceRunner:
         """One batch as its sub-batches, each committed (and retried) on its own; None when
         the lease was lost. The cursor and counters move with every sub-batch."""
         done: list[BatchResult] = []
-        for limit in sub_batch_limits(ctx.effective_batch_size, ctx.options.sub_batch_size):
+        for limit in sub_batch_limits(ctx.effective_batch_size, ctx.options.rows_per_transaction):
             opens = not done
             # a retry after a statement timeout runs the smaller size the timeout left
             result = self._with_retries(
@@ -322,7 +322,7 @@ class SliceRunner:
     @staticmethod
     def _adapt(ctx: SliceContext, failure: Failure, lock_timeouts: int, control: RunControl) -> None:
         if failure is Failure.STATEMENT_TIMEOUT:
-            timed_out = min(ctx.batch_size, ctx.options.sub_batch_size)  # the statement was one sub-batch
+            timed_out = min(ctx.batch_size, ctx.options.rows_per_transaction)  # the statement was one sub-batch
             if timed_out == 1:
                 raise BatchFailed(f"a single-row batch after {ctx.cursor} exceeded statement_timeout")
             ctx.batch_size = halved(timed_out)

@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_BATCH_SIZE", "MAX_PARTITIONS", "ORDERS", "RunOptions"]
+__all__ = ["MAX_BATCH_SIZE", "MAX_PARTITIONS", "ORDERS", "ONLINE_SUB_BATCH_SIZE", "RunOptions"]
 
 MAX_BATCH_SIZE = 1_000_000
+ONLINE_SUB_BATCH_SIZE = 1_000
 MAX_PARTITIONS = 64
 ORDERS = ("auto", "key", "physical")
 
@@ -44,15 +45,16 @@ def _check_number(name: str, value: object, *, zero_ok: bool, optional: bool, un
 class RunOptions:
     """How a run goes: batch size, pacing and safety limits (the `enqueue` options).
 
-    A batch of `batch_size` rows is the unit of pacing; it commits every `sub_batch_size`
-    rows (`backfills.sub_batches`), so no row stays locked for a whole batch.
+    A batch of `batch_size` rows is the unit of pacing; it commits every
+    `rows_per_transaction` rows (`backfills.sub_batches`), so no row stays locked for a
+    whole batch while the application works beside the run.
 
     Times are in seconds. Constructing does not validate; `validate()`, `from_json()` and
     `replace()` do, and `RunStore` validates before writing.
     """
 
     batch_size: int = 10_000
-    sub_batch_size: int = 1_000
+    sub_batch_size: int | None = None  # None: see `rows_per_transaction`
     sleep: float = 0.1
     max_rows_per_second: float | None = None
     target_batch_seconds: float | None = None
@@ -67,7 +69,8 @@ class RunOptions:
     def validate(self) -> None:
         """Raise `ValueError` (one sentence naming the command-line option) on a bad value."""
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, "a positive whole number")
-        _check_int("sub_batch_size", self.sub_batch_size, 1, MAX_BATCH_SIZE, "a positive whole number")
+        if self.sub_batch_size is not None:
+            _check_int("sub_batch_size", self.sub_batch_size, 1, MAX_BATCH_SIZE, "a positive whole number")
         _check_number("sleep", self.sleep, zero_ok=True, optional=False, unit=" of seconds")
         _check_number("max_rows_per_second", self.max_rows_per_second, zero_ok=False, optional=True,
                       unit=" of rows per second")
@@ -83,6 +86,16 @@ class RunOptions:
                    f"a whole number from 1 to {MAX_PARTITIONS}")
         if self.order not in ORDERS:
             raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+
+    @property
+    def rows_per_transaction(self) -> int:
+        """Rows a batch commits at a time: `--sub-batch-size` when given; otherwise 1,000
+        while the foreground guard is on, and the whole batch with it off
+        (`--max-latency-ratio 0`, a maintenance window: nobody's row locks to keep short,
+        and ten commits per batch cost up to a third of the run's speed)."""
+        if self.sub_batch_size is not None:
+            return min(self.sub_batch_size, self.batch_size)
+        return min(ONLINE_SUB_BATCH_SIZE, self.batch_size) if self.max_latency_ratio else self.batch_size
 
     def to_json(self) -> dict[str, object]:
         """Every option by field name (JSON-serialisable; `None` for unset limits)."""

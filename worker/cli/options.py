@@ -26,7 +26,7 @@ def run_options(enqueue_only: bool = True) -> Callable[[Callable[..., Any]], Cal
         click.option("--batch-size", type=_POSITIVE_INT, help="rows per batch [default: 10000]."),
         click.option("--sub-batch-size", type=_POSITIVE_INT,
                      help="rows per transaction within a batch: a row stays locked for one of these, "
-                          "not a whole batch [default: 1000]."),
+                          "not a whole batch [default: 1000, or the whole batch with --max-latency-ratio 0]."),
         click.option("--sleep", type=_NON_NEGATIVE, help="seconds between batches [default: 0.1]."),
         click.option("--max-rows-per-second", type=_POSITIVE, help="rate limit shared by every worker of the run."),
         click.option("--target-batch-seconds", type=_POSITIVE, help="adapt the batch size toward this duration."),
