@@ -20,7 +20,8 @@ from backfills.batch import (BatchExecutor, BatchResult, LostRace, Timeouts, cou
                              read_key_columns, sqlstate)
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.definition import Backfill
-from backfills.foreground import ForegroundMonitor, LatencyProbe
+from backfills.foreground import ForegroundMonitor, LatencyProbe, foreground_key
+from backfills.probe_sampler import ProbeSampler, Samplers
 from backfills.guard_hook import ForegroundGuardHook
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
                              ShutdownFlag, ShutdownHook, SleepHook, SliceContext, Stop, StopKind, requested_stop,
@@ -83,6 +84,7 @@ class SliceRunner:
         self.retry = retry
         self.shutdown = shutdown
         self.extra_hooks = tuple(extra_hooks)
+        self.samplers = Samplers()
 
     # -- public ----------------------------------------------------------------------
     def run_slice(self, run_id: str, part: int) -> SliceOutcome:
@@ -181,7 +183,9 @@ class SliceRunner:
         with self.engine.connect() as conn:
             key = read_key_columns(conn, ctx.definition)
         probe = LatencyProbe(self.engine, ctx.definition.qualified_table, tuple(k.name for k in key))
-        return ForegroundMonitor(probe, control.client, control.namespace)
+        key_prefix = foreground_key(control.namespace, probe.table)
+        return ForegroundMonitor(probe, control.client, control.namespace, lambda: self.samplers.ensure(
+            key_prefix, lambda: ProbeSampler(probe, control.client, key_prefix)))
 
     def _executor(self, run: Run, part: int, definition: Backfill) -> BatchExecutor:
         progress = run.parts[part]

@@ -1,5 +1,9 @@
-"""The foreground guard as a hook: before each batch, the shared latency reading over the
-idle baseline decides (see `backfills.guard`) whether the run works, slows down or waits.
+"""The foreground guard as a hook: before each batch, the shared latency reading (taken all
+the time by the table's sampler, `backfills.probe_sampler`) decides (see `backfills.guard`)
+whether the run works, slows down or waits. Its ratio (`backfills.latency.guard_ratio`) is
+the larger of the run's effect (latency while batches are in flight over latency between
+them, in the same minute) and the database's stress (latency between batches over the
+idle baseline).
 
 The baseline is measured while the run is idle: before its first batch (the hook takes
 it before letting that batch run), again when it is older than `BASELINE_MAX_AGE`, and
@@ -17,8 +21,9 @@ from dataclasses import asdict
 from collections.abc import Callable
 
 from backfills.control import RunControl
-from backfills.foreground import ForegroundMonitor, Latency, publish_run_ratio, ratio
+from backfills.foreground import ForegroundMonitor, publish_run_ratio
 from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
+from backfills.latency import Latency, Reading, guard_ratio
 from backfills.hooks import Hook, SliceContext, Stop
 from backfills.reasons import GUARD_REASONS
 from backfills.signals import Action, Decision
@@ -26,7 +31,7 @@ from backfills.throttle import throttled_wait
 
 __all__ = ["ForegroundGuardHook", "BASELINE_SAMPLES", "BASELINE_MAX_AGE", "REBASELINE_AFTER"]
 
-BASELINE_SAMPLES = 5
+BASELINE_SAMPLES = 10
 BASELINE_MAX_AGE = 600.0
 REBASELINE_AFTER = 30.0
 
@@ -124,14 +129,15 @@ class ForegroundGuardHook(Hook):
             self._unknown_since = None
             self.control.add_event(f"recovered after {waited:.1f}s: the foreground probe answers again")
 
-    def _observe(self, reading: Latency, baseline: Latency | None, max_ratio: float) -> Decision:
+    def _observe(self, reading: Reading | None, baseline: Latency | None, max_ratio: float) -> Decision:
         """Fold a reading into the state; a reading already seen (they are shared and last a
         second, batches may be faster) counts once, so the window and the calm count are
-        in readings, not in batches."""
-        if reading.at == self._last_at and self._decision is not None:
+        in readings, not in batches. No reading is an unknown one."""
+        at = reading.at if reading is not None else None
+        if at is not None and at == self._last_at and self._decision is not None:
             return self._decision
-        self._last_at = reading.at
-        current = ratio(reading, baseline) if baseline is not None else None
+        self._last_at = at
+        current = guard_ratio(reading, baseline) if reading is not None else None
         publish_run_ratio(self.control, current)
         self.ratios = [*self.ratios, current][-WINDOW:]
         self.state, self._decision = step(self.state, self.ratios, max_ratio)
@@ -148,13 +154,14 @@ class ForegroundGuardHook(Hook):
             return fresh
         return baseline
 
-    def _while_paused(self, monitor: ForegroundMonitor, reading: Latency) -> None:
+    def _while_paused(self, monitor: ForegroundMonitor, reading: Reading | None) -> None:
         """Idle readings of one pause; after `REBASELINE_AFTER` seconds they become the baseline."""
         now = time.time()
         if self._paused_since is None:
             self._paused_since = now
-        if reading.known:
-            self._idle.append(reading)
+        idle = (reading.idle or reading.busy) if reading is not None and not reading.failing else None
+        if idle is not None and idle.known:
+            self._idle.append(idle)
         if now - self._paused_since >= REBASELINE_AFTER and self._idle:
             fresh = _median_latency(self._idle)
             monitor.set_baseline(fresh)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from backfills.foreground import Latency, ratio
+from backfills.latency import Latency, ratio
 from backfills.guard import (CALM_READINGS, REASON, UNKNOWN_REASON, GuardState, Thresholds, step)
 from backfills.signals import Action
 

@@ -1,0 +1,114 @@
+"""The foreground sampler against real PostgreSQL and Redis: samples are tagged busy while
+a batch (a session named like one) is in a transaction and idle otherwise, the published
+reading has both tails, one sampler per table samples for every worker (a lease; another
+takes over when the holder stops), and a probe that cannot run makes the reading unknown.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from backfills.foreground import ForegroundMonitor, LatencyProbe, foreground_key
+from backfills.latency import guard_ratio
+from backfills.probe_sampler import ProbeSampler
+from tests.support.checks import wait_until
+from tests.support.engine_helpers import execute
+
+
+@pytest.fixture
+def samplers(probe: LatencyProbe, redis_client: Any, namespace: str) -> Iterator[Callable[[], ProbeSampler]]:
+    """Samplers of the test table, stopped at the end."""
+    made: list[ProbeSampler] = []
+
+    def make() -> ProbeSampler:
+        made.append(ProbeSampler(probe, redis_client, foreground_key(namespace, "sampled")))
+        return made[-1]
+    yield make
+    for sampler in made:
+        sampler.stop()
+
+
+@pytest.fixture
+def probe(engine: sa.Engine) -> LatencyProbe:
+    execute(engine, "CREATE TABLE sampled (id int PRIMARY KEY, v text)",
+            "INSERT INTO sampled SELECT g, 'x' FROM generate_series(1, 1000) g")
+    return LatencyProbe(engine, "sampled", ("id",))
+
+
+def _batch_session(url: str, hold: float, gap: float, stop: threading.Event) -> None:
+    """A session that looks like a batch: named like one, in a transaction `hold` seconds
+    out of every `hold + gap`."""
+    with psycopg.connect(url) as conn:
+        while not stop.is_set():
+            conn.execute("SELECT set_config('application_name', 'backfill:sampled', true)")
+            stop.wait(hold)
+            conn.commit()
+            stop.wait(gap)
+
+
+def test_samples_are_busy_while_a_batch_is_in_a_transaction(
+        probe: LatencyProbe, db_url: str, redis_client: Any, namespace: str, samplers: Callable[[], ProbeSampler]) -> None:
+    assert not probe.sample().busy
+    stop = threading.Event()
+    batch = threading.Thread(target=_batch_session, args=(db_url, 0.5, 0.5, stop))
+    batch.start()
+    sampler = samplers()
+    try:
+        sampler.ensure()
+        monitor = ForegroundMonitor(probe, redis_client, namespace, sampler.ensure)
+        wait_until(lambda: (r := monitor.reading()) is not None and r.busy is not None and r.idle is not None,
+                   20, "a reading with busy and idle tails")
+        reading = monitor.reading()
+        assert reading is not None and not reading.failing
+        busy = [s for s in sampler.samples if s.busy]
+        assert 0.2 < len(busy) / len(sampler.samples) < 0.8, [s.busy for s in sampler.samples]
+        # nothing here makes a batch slower for the application than the moments between
+        assert guard_ratio(reading, None) < 5
+    finally:
+        stop.set()
+        batch.join()
+
+
+def test_one_sampler_samples_per_table_and_another_takes_over_when_it_stops(
+        samplers: Callable[[], ProbeSampler]) -> None:
+    first, second = samplers(), samplers()
+    first.ensure()
+    wait_until(lambda: len(first.samples) >= 5, 20, "the first sampler to sample")
+    second.ensure()
+    time.sleep(1.0)
+    assert len(second.samples) == 0, "two samplers sampled the same table"
+    first.stop()
+    second.ensure()
+    wait_until(lambda: len(second.samples) >= 5, 20, "the second sampler to take over")
+
+
+def test_a_dead_holders_lease_runs_out_and_another_sampler_takes_over(
+        samplers: Callable[[], ProbeSampler], redis_client: Any, namespace: str) -> None:
+    redis_client.set(f"{foreground_key(namespace, 'sampled')}:sampler", "a-worker-that-died", px=1500)
+    sampler = samplers()
+    sampler.ensure()
+    time.sleep(0.5)
+    assert len(sampler.samples) == 0
+    wait_until(lambda: len(sampler.samples) >= 5, 20, "the sampler to take the lease over")
+
+
+def test_a_probe_that_cannot_run_makes_the_reading_unknown(
+        probe: LatencyProbe, db_url: str, redis_client: Any, namespace: str,
+        samplers: Callable[[], ProbeSampler]) -> None:
+    sampler = samplers()
+    monitor = ForegroundMonitor(probe, redis_client, namespace, sampler.ensure)
+    wait_until(lambda: monitor.reading() is not None, 20, "a first reading")
+    with psycopg.connect(db_url) as blocker:
+        blocker.execute("LOCK TABLE backfill.probe IN ACCESS EXCLUSIVE MODE")  # every commit probe times out
+        wait_until(lambda: (r := monitor.reading()) is None or r.failing, 20, "the reading to be unknown")
+        reading = monitor.reading()
+        assert reading is None or guard_ratio(reading, None) is None
+        blocker.rollback()
+    wait_until(lambda: (r := monitor.reading()) is not None and not r.failing, 20, "the reading to come back")
