@@ -227,7 +227,8 @@ class SliceRunner:
         """One batch as its sub-batches, each committed (and retried) on its own; None when
         the lease was lost. The cursor and counters move with every sub-batch."""
         done: list[BatchResult] = []
-        for limit in sub_batch_limits(ctx.effective_batch_size, ctx.options.rows_per_transaction):
+        size = ctx.effective_batch_size
+        for limit in sub_batch_limits(size, ctx.options.rows_per_transaction(size)):
             opens = not done
             # a retry after a statement timeout runs the smaller size the timeout left
             result = self._with_retries(
@@ -326,7 +327,7 @@ class SliceRunner:
     @staticmethod
     def _adapt(ctx: SliceContext, failure: Failure, lock_timeouts: int, control: RunControl) -> None:
         if failure is Failure.STATEMENT_TIMEOUT:
-            timed_out = min(ctx.batch_size, ctx.options.rows_per_transaction)  # the statement was one sub-batch
+            timed_out = ctx.options.rows_per_transaction(ctx.batch_size)  # the statement was one sub-batch
             if timed_out == 1:
                 raise BatchFailed(f"a single-row batch after {ctx.cursor} exceeded statement_timeout")
             ctx.batch_size = halved(timed_out)

@@ -262,7 +262,7 @@ def _executor(engine: sa.Engine, definition: Backfill, key: Sequence[KeyColumn],
 
 def _sampled_rows(options: RunOptions) -> int:
     """Rows of one sampled statement: one sub-batch, as a run commits them."""
-    return options.rows_per_transaction
+    return options.rows_per_transaction(options.batch_size)
 
 
 def _sample(executor: BatchExecutor, options: RunOptions, samples: int) -> tuple[list[float], str | None]:

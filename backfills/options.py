@@ -87,15 +87,14 @@ class RunOptions:
         if self.order not in ORDERS:
             raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}")
 
-    @property
-    def rows_per_transaction(self) -> int:
-        """Rows a batch commits at a time: `--sub-batch-size` when given; otherwise 1,000
-        while the foreground guard is on, and the whole batch with it off
+    def rows_per_transaction(self, batch_size: int) -> int:
+        """Rows a batch of `batch_size` commits at a time: `--sub-batch-size` when given;
+        otherwise 1,000 while the foreground guard is on, and the whole batch with it off
         (`--max-latency-ratio 0`, a maintenance window: nobody's row locks to keep short,
         and ten commits per batch cost up to a third of the run's speed)."""
         if self.sub_batch_size is not None:
-            return min(self.sub_batch_size, self.batch_size)
-        return min(ONLINE_SUB_BATCH_SIZE, self.batch_size) if self.max_latency_ratio else self.batch_size
+            return min(self.sub_batch_size, batch_size)
+        return min(ONLINE_SUB_BATCH_SIZE, batch_size) if self.max_latency_ratio else batch_size
 
     def to_json(self) -> dict[str, object]:
         """Every option by field name (JSON-serialisable; `None` for unset limits)."""

@@ -59,13 +59,15 @@ def test_defaults_match_the_spec() -> None:
 
 
 def test_rows_per_transaction_is_a_sub_batch_online_and_the_whole_batch_with_the_guard_off() -> None:
-    assert RunOptions().rows_per_transaction == 1_000
-    assert RunOptions(max_latency_ratio=0).rows_per_transaction == 10_000
-    assert RunOptions(batch_size=400).rows_per_transaction == 400
-    assert RunOptions(sub_batch_size=2_500).rows_per_transaction == 2_500
-    assert RunOptions(sub_batch_size=2_500, max_latency_ratio=0).rows_per_transaction == 2_500
-    assert RunOptions(batch_size=2_000, sub_batch_size=5_000).rows_per_transaction == 2_000
-    assert RunOptions.from_json({"sub_batch_size": 1_000, "max_latency_ratio": 0}).rows_per_transaction == 1_000
+    assert RunOptions().rows_per_transaction(10_000) == 1_000
+    assert RunOptions(max_latency_ratio=0).rows_per_transaction(10_000) == 10_000
+    # the batch as it is now (after `set --batch-size` or a halving), not as enqueued
+    assert RunOptions(batch_size=500, max_latency_ratio=0).rows_per_transaction(1_000) == 1_000
+    assert RunOptions().rows_per_transaction(400) == 400
+    assert RunOptions(sub_batch_size=2_500).rows_per_transaction(10_000) == 2_500
+    assert RunOptions(sub_batch_size=2_500, max_latency_ratio=0).rows_per_transaction(10_000) == 2_500
+    assert RunOptions(sub_batch_size=5_000).rows_per_transaction(2_000) == 2_000
+    assert RunOptions.from_json({"sub_batch_size": 1_000, "max_latency_ratio": 0}).rows_per_transaction(10_000) == 1_000
 
 
 @pytest.mark.parametrize(("name", "value", "message"), BAD_VALUES, ids=[f"{n}={v!r}" for n, v, _ in BAD_VALUES])
