@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -46,7 +47,6 @@ class LatencyProbe:
         self.table = table
         self.key_columns = key_columns
         self.timeout_ms = timeout_ms
-        self.slot = os.getpid() % 100_000
         self._keys: list[tuple[object, ...]] = []
         self._next = 0
 
@@ -64,7 +64,7 @@ class LatencyProbe:
             with conn.begin():
                 self._settings(conn)
                 conn.execute(sa.text("INSERT INTO backfill.probe (slot, at) VALUES (:s, clock_timestamp()) "
-                                     "ON CONFLICT (slot) DO UPDATE SET at = excluded.at"), {"s": self.slot})
+                                     "ON CONFLICT (slot) DO UPDATE SET at = excluded.at"), {"s": _slot()})
             return (time.perf_counter() - started) * 1000
 
     def read_ms(self) -> float:
@@ -86,7 +86,8 @@ class LatencyProbe:
     def _sample_keys(self, conn: sa.Connection, cols: str) -> list[tuple[object, ...]]:
         keys = [tuple(r) for r in conn.execute(sa.text(
             f"SELECT {cols} FROM {self.table} t TABLESAMPLE SYSTEM (1) LIMIT {SAMPLE_KEYS}"))]
-        return keys or [tuple(r) for r in conn.execute(sa.text(f"SELECT {cols} FROM {self.table} t LIMIT {SAMPLE_KEYS}"))]
+        return keys or [tuple(r) for r in conn.execute(sa.text(
+            f"SELECT {cols} FROM {self.table} t LIMIT {SAMPLE_KEYS}"))]
 
     def batches_in_flight(self) -> bool:
         """Whether a backfill batch is in a transaction on the server now."""
@@ -108,6 +109,11 @@ class LatencyProbe:
             commits.append(commit)
             reads.append(read)
         return Latency(tail(commits), tail(reads), time.time())
+
+
+def _slot() -> int:
+    """The probe row of this process and thread: two probes never wait on each other's row."""
+    return (os.getpid() * 1009 + threading.get_native_id()) % 100_000
 
 
 def _or_none(probe: Callable[[], float]) -> float | None:

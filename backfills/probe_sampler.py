@@ -23,9 +23,9 @@ from backfills.latency import IDLE_WINDOW, Sample, summarize
 
 __all__ = ["ProbeSampler", "Samplers", "SAMPLE_INTERVAL", "PUBLISH_INTERVAL", "IDLE_STOP"]
 
-SAMPLE_INTERVAL = 0.1
+SAMPLE_INTERVAL = 0.2
 PUBLISH_INTERVAL = 1.0
-IDLE_STOP = 60.0
+IDLE_STOP = 10.0
 LEASE_SECONDS = 3.0
 _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
           "elseif redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 else return 0 end")
