@@ -22,7 +22,8 @@ def test_a_worker_killed_while_holding_a_partition_does_not_stall_the_others(
     first = workers(concurrency=2)
     second = workers(concurrency=1)             # prefetch 1: each free slot takes one part, none more
     enqueued = run_cli(settings, "enqueue", "aois_status", "--partitions", "3", "--batch-size", "500",
-                       "--sleep", "0.25")       # >= 27 batches x 0.25 s: no part can end before the kill
+                       "--sleep", "0.25",
+                       "--max-latency-ratio", "0")       # >= 27 batches x 0.25 s: no part can end before the kill
     assert enqueued.returncode == 0, enqueued.stderr
     run_id = enqueued.stdout.strip().splitlines()[-1]
     deadline = time.monotonic() + 60
