@@ -111,7 +111,8 @@ def test_rows_held_locked_are_skipped_shown_and_done_once_released(
         db_url: str, engine: sa.Engine, settings: Settings, workers) -> None:
     holder = _hold_rows(engine, db_url, 200, 5000, aois=20_000)
     workers()
-    run_id = enqueue(settings, "aois_status", "--batch-size", "2000", "--sleep", "0", "--lock-timeout", "0.2")
+    run_id = enqueue(settings, "aois_status", "--batch-size", "2000", "--sleep", "0", "--lock-timeout", "0.2",
+                     "--max-latency-ratio", "0")  # about rows held locked, not the guard
     poll(lambda: status(settings, run_id)["rows_processed"] == 19_800, 60, "every free row done")
     time.sleep(1.5)
     blocked = status(settings, run_id)
@@ -133,7 +134,8 @@ def test_a_row_locked_past_the_run_patience_is_reported_and_left_for_verify(
     holder = _hold_rows(engine, db_url, 3, 100, aois=5_000)
     try:
         workers(BACKFILL_RETRY_WINDOW_SECONDS="3")
-        run_id = enqueue(settings, "aois_status", "--batch-size", "1000", "--sleep", "0")
+        run_id = enqueue(settings, "aois_status", "--batch-size", "1000", "--sleep", "0",
+                         "--max-latency-ratio", "0")  # about rows held locked, not the guard
         wait(settings, run_id, timeout=60)
         final = status(settings, run_id)
         assert (final["rows_processed"], final["rows_still_locked"]) == (4_997, 3)

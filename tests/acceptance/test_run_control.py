@@ -110,7 +110,7 @@ def test_cancel_stops_before_the_next_batch_and_keeps_the_rows_done(settings: Se
     rows = 20_000
     load_aois(engine, rows, bad_rows=False)
     workers(concurrency=1)
-    run_id = enqueue(settings, "aois_status", "--batch-size", "500", "--sleep", "0.1")
+    run_id = enqueue(settings, "aois_status", "--batch-size", "500", "--sleep", "0.1", "--max-latency-ratio", "0")
     wait_for_batches(engine, run_id, 3)
 
     expect_exit(cli(settings, "cancel", run_id), 0, "cancel")
