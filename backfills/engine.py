@@ -20,7 +20,7 @@ from backfills.batch import (BatchExecutor, BatchResult, LostRace, Timeouts, cou
                              read_key_columns, sqlstate)
 from backfills.control import KillSwitch, Lease, RunControl
 from backfills.definition import Backfill
-from backfills.foreground import ForegroundMonitor, LatencyProbe, foreground_key
+from backfills.foreground import ForegroundMonitor, LatencyProbe
 from backfills.probe_sampler import ProbeSampler, Samplers
 from backfills.guard_hook import ForegroundGuardHook
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
@@ -183,9 +183,9 @@ class SliceRunner:
         with self.engine.connect() as conn:
             key = read_key_columns(conn, ctx.definition)
         probe = LatencyProbe(self.engine, ctx.definition.qualified_table, tuple(k.name for k in key))
-        key_prefix = foreground_key(control.namespace, probe.table)
-        return ForegroundMonitor(probe, control.client, control.namespace, lambda: self.samplers.ensure(
-            key_prefix, lambda: ProbeSampler(probe, control.client, key_prefix)))
+        monitor = ForegroundMonitor(probe, control.client, control.namespace, lambda: self.samplers.ensure(
+            monitor.key, lambda: ProbeSampler(probe, control.client, monitor.key)))
+        return monitor
 
     def _executor(self, run: Run, part: int, definition: Backfill) -> BatchExecutor:
         progress = run.parts[part]

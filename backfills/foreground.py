@@ -95,9 +95,12 @@ class LatencyProbe:
             return int(conn.execute(sa.text(_BUSY)).scalar_one()) > 0
 
     def sample(self) -> Sample:
-        """One timing of both probes; a probe that fails is None (so is `busy` unknown: False)."""
-        busy = _or_none(lambda: float(self.batches_in_flight()))
-        return Sample(time.time(), bool(busy), _or_none(self.commit_ms), _or_none(self.read_ms))
+        """One timing of both probes; a probe that fails is None (an unknown `busy` is False)."""
+        try:
+            busy = self.batches_in_flight()
+        except sa.exc.DBAPIError:
+            busy = False
+        return Sample(time.time(), busy, _or_none(self.commit_ms), _or_none(self.read_ms))
 
     def measure(self, samples: int) -> Latency:
         """The tail of `samples` timings of each probe (None for a probe that failed)."""
@@ -136,8 +139,11 @@ def reading_to_json(reading: Reading) -> str:
 def reading_from_json(raw: str | bytes) -> Reading:
     """A reading stored by `reading_to_json`."""
     data = json.loads(raw)
-    return Reading(data["at"], Latency(**data["busy"]) if data["busy"] else None,
-                   Latency(**data["idle"]) if data["idle"] else None, bool(data["failing"]))
+
+    def latency(name: str) -> Latency | None:
+        return Latency(**data[name]) if data.get(name) else None
+
+    return Reading(data["at"], latency("busy"), latency("idle"), bool(data["failing"]), latency("recent"))
 
 
 class ForegroundMonitor:

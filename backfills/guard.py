@@ -2,32 +2,44 @@
 
 A ratio is what the application would feel now (a durable commit, an indexed read)
 over the same measured while the run was idle. The guard has three levels: `CONTINUE`,
-`SLOW` (smaller batches, longer sleeps) and `PAUSE` (no batch until the latency comes
-back). It steps up one level per reading, so a run slows down before it pauses. It
-looks at the median of the last few ratios, so one noisy reading moves nothing, and it
-goes back down only below a lower threshold than the one that moved it up, and only
-after several calm readings, so it does not flap at a threshold. A ratio
-that could not be measured is unknown, and unknown pauses: the run never works blind.
-It never fails a run.
+`SLOW` and `PAUSE` (no batch until the latency comes back).
+
+While slowed, the run sleeps after each batch for `nice` times the batch's own time, so
+it spends `1 / (1 + nice)` of its time in batches. A reading at or above the ratio slows
+the run (`nice` from `NICE_START`), and each one after doubles `nice` up to `NICE_MAX`;
+a reading at or above the pause threshold pauses a slowed run. After `CALM_READINGS`
+calm readings in a row the guard steps back: from a pause to the slowest pace, then
+halving `nice` until it is below `NICE_START`, and the run continues. So the run comes
+back from the slow side and settles at the share of its time in batches that the
+application does not feel, instead of swinging between working flat out and pausing.
+
+It looks at the median of the last few ratios, so one noisy reading moves nothing, and it
+steps back only below a lower threshold than the one that moved it up, so it does not
+flap at a threshold. A ratio that could not be measured is unknown, and unknown pauses:
+the run never works blind. It never fails a run.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from backfills.reasons import ThrottleReason
 from backfills.signals import CONTINUE, Action, Decision
 
-__all__ = ["GuardState", "Thresholds", "step", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS"]
+__all__ = ["GuardState", "Thresholds", "step", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS",
+           "NICE_START", "NICE_MAX"]
 
 REASON = ThrottleReason.FOREGROUND_LATENCY
 UNKNOWN_REASON = ThrottleReason.FOREGROUND_LATENCY_UNKNOWN
 WINDOW = 3            # readings in the median
 CALM_READINGS = 3     # calm readings in a row before stepping down a level
 SLOW_FACTOR = 0.5     # batch size factor while slowed
-SLOW_SLEEP = 0.5      # extra seconds between batches while slowed
+NICE_START = 0.5      # first slowed pace: sleep half of each batch's time
+NICE_MAX = 16.0       # slowest pace: about 6% of the time in batches
+MIN_SLOW_SLEEP = 0.2  # seconds between batches while slowed, at least
+MAX_SLOW_SLEEP = 15.0  # seconds between batches while slowed, at most
 PAUSE_CHECK = 1.0     # seconds between readings while paused
 
 
@@ -49,11 +61,13 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class GuardState:
-    """The level (how hard the guard holds the run back) and how many calm readings in a
-    row were seen at it."""
+    """The level (how hard the guard holds the run back), how many calm readings in a row
+    were seen at it, and the pace while slowed (`nice`: seconds of sleep per second of
+    batch)."""
 
     level: Action = Action.CONTINUE
     calm: int = 0
+    nice: float = 0.0
 
 
 def _smoothed(ratios: Sequence[float | None]) -> float | None:
@@ -64,34 +78,48 @@ def _smoothed(ratios: Sequence[float | None]) -> float | None:
     return float(statistics.median(known))
 
 
-def _target(ratio: float, thresholds: Thresholds) -> Action:
-    if ratio >= thresholds.pause:
-        return Action.PAUSE
-    return Action.SLOW if ratio >= thresholds.slow else Action.CONTINUE
-
-
-def step(state: GuardState, ratios: Sequence[float | None], max_ratio: float) -> tuple[GuardState, Decision]:
-    """The next state and decision from the ratios so far (latest last). Up one level per
-    reading while the smoothed ratio calls for a higher one (a run slows down before it
-    pauses); down one level after `CALM_READINGS` calm readings in a row."""
+def step(state: GuardState, ratios: Sequence[float | None], max_ratio: float,
+         batch_seconds: float = 0.0) -> tuple[GuardState, Decision]:
+    """The next state and decision from the ratios so far (latest last) and the time the
+    last batch took. At or above the ratio: hold the run back harder (`_harder`); calm for
+    `CALM_READINGS` readings in a row: ease off one step (`_easier`); in between: hold."""
     ratio = _smoothed(ratios)
     if ratio is None:
         return state, Decision(Action.PAUSE, UNKNOWN_REASON, sleep_seconds=PAUSE_CHECK)
     thresholds = Thresholds.for_ratio(max_ratio)
-    target = _target(ratio, thresholds)
-    if target > state.level:
-        state = GuardState(Action(state.level + 1))
+    if ratio >= thresholds.slow:
+        state = _harder(state, critical=ratio >= thresholds.pause)
     elif ratio < thresholds.calm and state.level > Action.CONTINUE:
         calm = state.calm + 1
-        state = GuardState(Action(state.level - 1)) if calm >= CALM_READINGS else GuardState(state.level, calm)
+        state = _easier(state) if calm >= CALM_READINGS else replace(state, calm=calm)
     elif state.calm:
-        state = GuardState(state.level)
-    return state, _decision(state.level)
+        state = replace(state, calm=0)
+    return state, _decision(state, batch_seconds)
 
 
-def _decision(level: Action) -> Decision:
-    if level is Action.PAUSE:
+def _harder(state: GuardState, critical: bool) -> GuardState:
+    """One step harder: slow down; once slowed, double the sleep, or pause when `critical`
+    (at or above the pause threshold: the application feels the run that much even with
+    sleeps between batches, or the database is in trouble on its own)."""
+    if state.level is Action.CONTINUE:
+        return GuardState(Action.SLOW, nice=NICE_START)
+    if state.level is Action.PAUSE or critical:
+        return GuardState(Action.PAUSE, nice=NICE_MAX)
+    return GuardState(Action.SLOW, nice=min(NICE_MAX, state.nice * 2))
+
+
+def _easier(state: GuardState) -> GuardState:
+    """One step easier: from a pause to the slowest pace, then half the sleep, then on."""
+    if state.level is Action.PAUSE:
+        return GuardState(Action.SLOW, nice=NICE_MAX)
+    nice = state.nice / 2
+    return GuardState(Action.SLOW, nice=nice) if nice >= NICE_START else GuardState()
+
+
+def _decision(state: GuardState, batch_seconds: float) -> Decision:
+    if state.level is Action.PAUSE:
         return Decision(Action.PAUSE, REASON, sleep_seconds=PAUSE_CHECK)
-    if level is Action.SLOW:
-        return Decision(Action.SLOW, REASON, batch_factor=SLOW_FACTOR, sleep_seconds=SLOW_SLEEP)
+    if state.level is Action.SLOW:
+        sleep = min(MAX_SLOW_SLEEP, max(MIN_SLOW_SLEEP, state.nice * batch_seconds))
+        return Decision(Action.SLOW, REASON, batch_factor=SLOW_FACTOR, sleep_seconds=sleep)
     return CONTINUE

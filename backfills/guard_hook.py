@@ -72,7 +72,7 @@ class ForegroundGuardHook(Hook):
         if not raw:
             return
         data = json.loads(raw)
-        self.state = GuardState(Action(data["level"]), int(data["calm"]))
+        self.state = GuardState(Action(data["level"]), int(data["calm"]), float(data.get("nice", 0.0)))
         self.ratios = list(data["ratios"])
         self._paused_since = data["paused_since"]
         self._idle = [Latency(**r) for r in data["idle"]]
@@ -82,7 +82,7 @@ class ForegroundGuardHook(Hook):
         if not self._loaded:
             return
         self.control.client.set(self._memory_key(ctx), json.dumps({
-            "level": int(self.state.level), "calm": self.state.calm, "ratios": self.ratios,
+            "level": int(self.state.level), "calm": self.state.calm, "nice": self.state.nice, "ratios": self.ratios,
             "paused_since": self._paused_since, "idle": [asdict(r) for r in self._idle[-60:]],
             "unknown_since": self._unknown_since,
         }), ex=3600)
@@ -99,7 +99,7 @@ class ForegroundGuardHook(Hook):
         while True:
             baseline = self._baseline(monitor)
             reading = monitor.reading()
-            decision = self._observe(reading, baseline, max_ratio)
+            decision = self._observe(reading, baseline, max_ratio, ctx.last_batch_seconds)
             self._note_unknown(decision)
             if decision.action is not Action.PAUSE:
                 self._paused_since, self._idle = None, []
@@ -129,7 +129,8 @@ class ForegroundGuardHook(Hook):
             self._unknown_since = None
             self.control.add_event(f"recovered after {waited:.1f}s: the foreground probe answers again")
 
-    def _observe(self, reading: Reading | None, baseline: Latency | None, max_ratio: float) -> Decision:
+    def _observe(self, reading: Reading | None, baseline: Latency | None, max_ratio: float,
+                 batch_seconds: float) -> Decision:
         """Fold a reading into the state; a reading already seen (they are shared and last a
         second, batches may be faster) counts once, so the window and the calm count are
         in readings, not in batches. No reading is an unknown one."""
@@ -140,7 +141,7 @@ class ForegroundGuardHook(Hook):
         current = guard_ratio(reading, baseline) if reading is not None else None
         publish_run_ratio(self.control, current)
         self.ratios = [*self.ratios, current][-WINDOW:]
-        self.state, self._decision = step(self.state, self.ratios, max_ratio)
+        self.state, self._decision = step(self.state, self.ratios, max_ratio, batch_seconds)
         return self._decision
 
     def _baseline(self, monitor: ForegroundMonitor) -> Latency | None:

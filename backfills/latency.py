@@ -3,14 +3,17 @@ ratio. Pure, no IO.
 
 A *sample* is one timing of the two probes (a durable commit, an indexed read), tagged
 with whether a backfill batch was in flight on the server when it was taken. A
-*reading* sums up the recent samples: the tail of the ones taken while batches were in
-flight (`busy`, the last `BUSY_WINDOW` seconds) and of the ones taken while none was
-(`idle`, the last `IDLE_WINDOW` seconds). A tail is the 90th percentile or the mean,
-whichever is larger: one stall shows, as it would in the application's own p99.
+*reading* sums up the recent samples: the tail of all of them (`recent`, the last
+`RECENT_WINDOW` seconds), of the ones taken while batches were in flight (`busy`, the
+last `BUSY_WINDOW` seconds) and of the ones taken while none was (`idle`, the last
+`IDLE_WINDOW` seconds). A tail is the 90th percentile or the mean, whichever is larger:
+one stall shows, as it would in the application's own p99.
 
 The guard's ratio is the larger of two:
-- the run's *effect*: busy over idle, both measured in the same minute, so the
-  machine's own noise and the application's own load are on both sides and cancel;
+- the run's *effect*: recent over idle, both measured in the same minute, so the
+  machine's own noise and the application's own load are on both sides and cancel.
+  `recent` mixes the moments in a batch and between batches as the application meets
+  them, so a run that sleeps longer between batches lowers it: that is the guard's lever.
 - the database's *stress*: idle now over the baseline measured before the run started
   (or re-measured during a long pause), so a database already in trouble is left alone.
 """
@@ -22,10 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["Latency", "Sample", "Reading", "ratio", "tail", "summarize", "guard_ratio",
-           "BUSY_WINDOW", "IDLE_WINDOW", "MIN_SAMPLES", "FLOOR_MS"]
+           "BUSY_WINDOW", "IDLE_WINDOW", "RECENT_WINDOW", "MIN_SAMPLES", "FLOOR_MS"]
 
 FLOOR_MS = 1.0      # a millisecond more or less is below what an application notices: added to both sides
 BUSY_WINDOW = 2.0   # seconds of in-flight samples in a reading
+RECENT_WINDOW = 10.0  # seconds of all samples in a reading (busy and idle, as the application meets them)
 IDLE_WINDOW = 20.0  # seconds of idle samples in a reading (batches leave few idle moments)
 MIN_SAMPLES = 3     # fewer samples than this make no tail
 FAILING_AFTER = 1.0  # seconds without one successful sample: the reading is unknown
@@ -69,6 +73,7 @@ class Reading:
     busy: Latency | None
     idle: Latency | None
     failing: bool = False
+    recent: Latency | None = None
 
 
 def ratio(now: Latency, baseline: Latency) -> float | None:
@@ -99,20 +104,21 @@ def summarize(samples: Sequence[Sample], now: float) -> Reading:
     ok = [s for s in samples if s.ok]
     busy = [s for s in ok if s.busy and now - s.at <= BUSY_WINDOW]
     idle = [s for s in ok if not s.busy and now - s.at <= IDLE_WINDOW]
+    recent = [s for s in ok if now - s.at <= RECENT_WINDOW]
     failing = not any(now - s.at <= FAILING_AFTER for s in ok)
-    return Reading(now, _tail_of(busy, now), _tail_of(idle, now), failing)
+    return Reading(now, _tail_of(busy, now), _tail_of(idle, now), failing, _tail_of(recent, now))
 
 
 def guard_ratio(reading: Reading, baseline: Latency | None) -> float | None:
     """The guard's ratio from a reading and the idle baseline: the larger of the run's
-    effect (busy over idle) and the database's stress (idle, or busy when no idle tail is
-    known, over the baseline). None (unknown) when the probes fail or nothing is known."""
+    effect (recent over idle) and the database's stress (idle, or recent when no idle tail
+    is known, over the baseline). None (unknown) when the probes fail or nothing is known.
+    (A reading without `recent` takes `busy` in its place.)"""
     if reading.failing:
         return None
-    known: list[float] = []
-    if reading.busy is not None and reading.idle is not None:
-        known.append(ratio(reading.busy, reading.idle) or 0.0)
-    latest = reading.idle or reading.busy
-    if latest is not None and baseline is not None:
-        known.append(ratio(latest, baseline) or 0.0)
+    recent = reading.recent or reading.busy
+    effect = ratio(recent, reading.idle) if recent is not None and reading.idle is not None else None
+    latest = reading.idle or recent
+    stress = ratio(latest, baseline) if latest is not None and baseline is not None else None
+    known = [r for r in (effect, stress) if r is not None]
     return max(known) if known else None

@@ -7,10 +7,22 @@ import random
 import pytest
 
 from backfills.latency import Latency, ratio
-from backfills.guard import (CALM_READINGS, REASON, UNKNOWN_REASON, GuardState, Thresholds, step)
+from backfills.guard import (CALM_READINGS, MAX_SLOW_SLEEP, MIN_SLOW_SLEEP, NICE_MAX, NICE_START, REASON,
+                             UNKNOWN_REASON, GuardState, Thresholds, step)
 from backfills.signals import Action
 
 R = 1.5  # --max-latency-ratio
+
+
+def trace(ratios: list[float | None], state: GuardState = GuardState()) -> list[GuardState]:
+    """Feed the ratios one by one; the state after each."""
+    seen: list[float | None] = []
+    out = []
+    for value in ratios:
+        seen.append(value)
+        state, _ = step(state, seen, R)
+        out.append(state)
+    return out
 
 
 def run(ratios: list[float | None], state: GuardState = GuardState()) -> list[tuple[Action, Action]]:
@@ -42,19 +54,54 @@ def test_run_to_slow_once_the_median_is_above_the_ratio() -> None:
 def test_well_above_slows_down_then_pauses() -> None:
     assert run([2.5, 2.6, 2.7]) == [(Action.SLOW, Action.SLOW), (Action.PAUSE, Action.PAUSE),
                                     (Action.PAUSE, Action.PAUSE)]
-    _, decision = step(GuardState(Action.SLOW), [2.5, 2.5], R)
-    assert decision.reason == REASON
+    _, decision = step(GuardState(Action.SLOW, nice=NICE_START), [2.5, 2.5], R)
+    assert (decision.action, decision.reason) == (Action.PAUSE, REASON)
 
 
 def test_slow_to_pause() -> None:
     assert [lvl for lvl, _ in run([1.6, 1.6, 2.2, 2.3])] == [Action.SLOW, Action.SLOW, Action.SLOW, Action.PAUSE]
 
 
-def test_pause_steps_down_to_slow_then_to_run_after_calm_readings() -> None:
-    levels = [lvl for lvl, _ in run([1.0] * (2 * CALM_READINGS), GuardState(Action.PAUSE))]
-    assert levels[:CALM_READINGS - 1] == [Action.PAUSE] * (CALM_READINGS - 1)
-    assert levels[CALM_READINGS - 1] is Action.SLOW
-    assert levels[-1] is Action.CONTINUE
+def test_above_the_ratio_but_below_the_pause_threshold_the_run_slows_to_its_slowest_pace_and_never_pauses() -> None:
+    states = trace([1.8] * 20)
+    assert {st.level for st in states} == {Action.SLOW}
+    assert [st.nice for st in states[:3]] == [NICE_START, 2 * NICE_START, 4 * NICE_START]
+    assert states[-1].nice == NICE_MAX
+
+
+def test_slowed_the_run_sleeps_in_proportion_to_its_batches() -> None:
+    _, decision = step(GuardState(Action.SLOW, nice=2.0), [1.3], R, batch_seconds=1.5)
+    assert (decision.action, decision.sleep_seconds) == (Action.SLOW, pytest.approx(3.0))
+    assert decision.batch_factor < 1
+    _, decision = step(GuardState(Action.SLOW, nice=2.0), [1.3], R, batch_seconds=0.01)
+    assert decision.sleep_seconds == MIN_SLOW_SLEEP
+    _, decision = step(GuardState(Action.SLOW, nice=NICE_MAX), [1.3], R, batch_seconds=60.0)
+    assert decision.sleep_seconds == MAX_SLOW_SLEEP
+
+
+def test_pause_steps_down_to_the_slowest_pace_then_halves_it_then_runs() -> None:
+    states = trace([1.0] * (8 * CALM_READINGS), GuardState(Action.PAUSE, nice=NICE_MAX))
+    assert [st.level for st in states[:CALM_READINGS - 1]] == [Action.PAUSE] * (CALM_READINGS - 1)
+    assert states[CALM_READINGS - 1] == GuardState(Action.SLOW, nice=NICE_MAX)
+    paces = [st.nice for st in states if st.level is Action.SLOW]
+    assert sorted(set(paces), reverse=True) == [16.0, 8.0, 4.0, 2.0, 1.0, 0.5]
+    assert states[-1] == GuardState()
+
+
+def test_the_guard_settles_at_the_pace_the_application_does_not_feel() -> None:
+    """A closed loop: the application feels the run in proportion to the share of time the
+    run spends in batches. The guard finds a pace and stays near it: no pause, no return to
+    full speed, and the ratio around the threshold."""
+    state, seen, paces = GuardState(), [], []
+    for _ in range(400):
+        busy_share = 1 / (1 + state.nice) if state.level is Action.SLOW else (0.0 if state.level else 0.9)
+        seen.append(1.0 + 3.0 * busy_share)   # 1.5 needs at most 1/6 of the time in batches: nice >= 5
+        state, _ = step(state, seen, R, batch_seconds=1.0)
+        paces.append((state.level, state.nice))
+    assert Action.PAUSE in {level for level, _ in paces[:10]}   # flat out, it was felt at twice the ratio
+    settled = paces[50:]
+    assert {level for level, _ in settled} == {Action.SLOW}
+    assert {nice for _, nice in settled} <= {4.0, 8.0, 16.0}
 
 
 def test_between_calm_and_the_ratio_the_level_holds() -> None:

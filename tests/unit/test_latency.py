@@ -55,9 +55,24 @@ def test_failed_samples_are_left_out_and_a_second_without_success_is_failing() -
     assert not summarize([*ok, *failed, Sample(now, False, 1.0, 1.0)], now).failing
 
 
-def test_the_run_effect_is_busy_over_idle() -> None:
-    reading = Reading(0.0, busy=Latency(5.0, 1.0), idle=Latency(1.0, 1.0))
+def test_the_run_effect_is_recent_over_idle() -> None:
+    reading = Reading(0.0, busy=Latency(9.0, 1.0), idle=Latency(1.0, 1.0), recent=Latency(5.0, 1.0))
     assert guard_ratio(reading, Latency(1.0, 1.0)) == pytest.approx(6.0 / 2.0)
+    older = Reading(0.0, busy=Latency(5.0, 1.0), idle=Latency(1.0, 1.0))  # published without `recent`
+    assert guard_ratio(older, Latency(1.0, 1.0)) == pytest.approx(6.0 / 2.0)
+
+
+@pytest.mark.parametrize(("share", "felt"), [(0.9, True), (0.3, True), (0.05, False)])
+def test_the_share_of_time_in_batches_is_what_the_effect_sees(share: float, felt: bool) -> None:
+    """Batches that make a commit take 10 ms instead of 1: the application feels them in
+    proportion to how much of its time they fill, and so does the ratio."""
+    now = 100.0
+    cycle = 20  # samples per batch-and-sleep cycle
+    loud = round(cycle * share)
+    stream = [Sample(now - 20 + i * 0.2, i % cycle < loud, 10.0 if i % cycle < loud else 1.0, 0.5)
+              for i in range(101)]
+    ratio_now = guard_ratio(summarize(stream, now), None)
+    assert ratio_now is not None and (ratio_now > 1.5) is felt, ratio_now
 
 
 def test_load_on_both_sides_cancels_in_the_effect_but_shows_as_stress() -> None:
