@@ -36,6 +36,7 @@ from core.settings import Settings
 
 BACKFILLS = ("aois_status", "aois_area_ha_numeric", "jobs_tenant_id", "ai_assistant_threads_copy")
 FOREGROUND_SECONDS = 20.0
+QUICK_WINDOW_SECONDS = 5.0  # every load window of `--quick`: it checks the bench runs, it measures nothing
 # (c) and (c') are the maintenance-window settings: no sleep and no foreground guard, so they
 # measure the batches themselves; (d) is what `backfill enqueue NAME` does.
 MAINTENANCE = ["--sleep", "0", "--max-latency-ratio", "0"]
@@ -86,11 +87,11 @@ def foreground_during(srv: harness.Servers, backfill: str, options: list[str], k
     return measure
 
 
-def foreground_alone(srv: harness.Servers, template: str, keys: int) -> foreground.Latency:
+def foreground_alone(srv: harness.Servers, template: str, keys: int, seconds: float) -> foreground.Latency:
     """The load with nothing else running, three times on fresh copies: the run with the
     median p99 (one quiet or noisy minute does not set the yardstick)."""
     runs: list[foreground.Latency] = [on_copy(srv, template, lambda url, db: foreground.pgbench(  # type: ignore[misc]
-        url, keys, FOREGROUND_SECONDS)) for _ in range(3)]
+        url, keys, seconds)) for _ in range(3)]
     return sorted(runs, key=lambda r: r.p99_ms)[1]
 
 
@@ -101,11 +102,12 @@ class Extras:
     foreground: bool  # (c) and (d) again, with the pgbench load alongside
     runbook: bool  # (b), capped at about twice (a)
     bare_loop: bool  # the batch statement alone, to price the framework per batch
+    foreground_seconds: float = FOREGROUND_SECONDS  # the longest load window
 
 
 def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int, extras: Extras) -> dict[str, object]:
     """Every method once, each on its own copy, with nothing else running. The foreground
-    runs last at most FOREGROUND_SECONDS, inside the run's span."""
+    runs last at most `extras.foreground_seconds`, inside the run's span."""
     out: dict[str, object] = {}
     plain: Measurement = on_copy(srv, template, lambda url, db: methods.plain_update(url, backfill))  # type: ignore[assignment]
     out["plain_update"] = plain
@@ -125,7 +127,7 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
         log(f"  {method} {result.seconds:.1f}s ({plain.seconds / result.seconds:.2f}x of (a)), "
             f"batch p50/p99 {result.batch_p50 * 1000:.0f}/{result.batch_p99 * 1000:.0f} ms")  # type: ignore[operator]
         if extras.foreground:
-            window = min(FOREGROUND_SECONDS, max(5.0, result.seconds * 0.8))
+            window = min(extras.foreground_seconds, max(5.0, result.seconds * 0.8))
             latency: foreground.Latency = on_copy(  # type: ignore[assignment]
                 srv, template, foreground_during(srv, backfill, options, keys, window))
             out[f"foreground_{method}"] = latency
@@ -145,13 +147,15 @@ def runbook_due(repetition: int, runbook_reps: int, outcomes: list[str]) -> bool
 
 
 def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys: int, reps: int,
-             runbook_reps: int, bare_loop: bool, alone: foreground.Latency) -> dict[str, object]:
+             runbook_reps: int, bare_loop: bool, alone: foreground.Latency,
+             foreground_seconds: float = FOREGROUND_SECONDS) -> dict[str, object]:
     """`reps` repetitions (the runbook's loop as `runbook_due` says, the foreground load in
     the first, the bare loop in all or none), summarized per method."""
     runs: list[dict[str, object]] = []
     outcomes: list[str] = []
     for i in range(reps):
-        extras = Extras(foreground=i == 0, runbook=runbook_due(i, runbook_reps, outcomes), bare_loop=bare_loop)
+        extras = Extras(foreground=i == 0, runbook=runbook_due(i, runbook_reps, outcomes), bare_loop=bare_loop,
+                        foreground_seconds=foreground_seconds)
         runs.append(one_repetition(srv, template, backfill, keys, extras))
         if "runbook_loop" in runs[-1]:
             outcomes.append(runs[-1]["runbook_loop"].outcome)  # type: ignore[attr-defined]
@@ -203,11 +207,12 @@ def bare_loop_sizes(text: str, sizes: list[int]) -> set[int]:
     return chosen
 
 
-def heavy_load(srv: harness.Servers, template: str, backfill: str, keys: int, rows: int) -> dict[str, object]:
+def heavy_load(srv: harness.Servers, template: str, backfill: str, keys: int, rows: int,
+               seconds: float = heavy.WINDOW_SECONDS) -> dict[str, object]:
     """The heavy foreground load alone and beside a run with the guard on and off."""
     log(f"heavy load ({heavy.HEAVY_RATE:,} tx/s) beside {backfill} at {rows:,} rows")
     found = heavy.heavy_load(lambda measure: on_copy(srv, template, measure), lambda db: settings_for(srv, db),
-                             backfill, keys)
+                             backfill, keys, seconds)
     for key in ("guard_on", "guard_off"):
         window = found[key]
         log(f"  {key}: load p99 {window['latency']['p99_ms']:.1f} ms (alone {found['alone']['p99_ms']:.1f}), "
@@ -266,6 +271,8 @@ def run(args: argparse.Namespace) -> None:
     sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     reps_by_size = dict(zip(sizes, [1] if args.quick else repetitions(args.reps, len(sizes)), strict=True))
     bare_sizes = bare_loop_sizes(args.bare_loop_sizes, sizes)
+    foreground_seconds = QUICK_WINDOW_SECONDS if args.quick else FOREGROUND_SECONDS
+    heavy_seconds = QUICK_WINDOW_SECONDS if args.quick else heavy.WINDOW_SECONDS
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     scenarios: list[dict[str, object]] = []
@@ -284,16 +291,16 @@ def run(args: argparse.Namespace) -> None:
             copies = "ai_assistant_threads_copy" in args.backfills.split(",")
             template = harness.build_template(srv.admin_url, rows, rows, threads=rows if copies else 0)
             keys = foreground.prepare_keys(with_database(srv.admin_url, template))
-            alone = foreground_alone(srv, template, keys)
+            alone = foreground_alone(srv, template, keys, foreground_seconds)
             log(f"foreground alone: p50 {alone.p50_ms:.1f} ms, p99 {alone.p99_ms:.1f} ms (median of 3)")
             for backfill in [] if args.heavy_load_only else args.backfills.split(","):
                 log(f"{backfill} at {rows:,} rows, {reps} repetition(s)")
                 scenarios.append(scenario(srv, template, backfill, rows, keys, reps, args.runbook_reps,
-                                          rows in bare_sizes, alone))
+                                          rows in bare_sizes, alone, foreground_seconds))
                 results["minutes"] = round((time.time() - started) / 60, 1)
                 write_results(out, results, scenarios)
             if rows == sizes[0] and args.heavy_load != "none":
-                write_heavy(out, args.server, heavy_load(srv, template, args.heavy_load, keys, rows))
+                write_heavy(out, args.server, heavy_load(srv, template, args.heavy_load, keys, rows, heavy_seconds))
             if rows == sizes[0] and not args.heavy_load_only:
                 results["partitions"] = partitions(srv, template)
             drop_database(srv.admin_url, template)

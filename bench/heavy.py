@@ -36,27 +36,28 @@ class GuardWindow:
     throttle_seconds: dict[str, float]
 
 
-def _load(url: str, keys: int) -> foreground.Latency:
-    return foreground.pgbench(url, keys, WINDOW_SECONDS, rate=HEAVY_RATE, clients=HEAVY_CLIENTS)
+def _load(url: str, keys: int, seconds: float) -> foreground.Latency:
+    return foreground.pgbench(url, keys, seconds, rate=HEAVY_RATE, clients=HEAVY_CLIENTS)
 
 
-def beside_run(settings_for: Callable[[str], Any], backfill: str, options: list[str], keys: int) -> Measure:
-    """A measurement (for `on_copy`): the heavy load while a real worker runs `backfill`."""
+def beside_run(settings_for: Callable[[str], Any], backfill: str, options: list[str], keys: int,
+               seconds: float = WINDOW_SECONDS) -> Measure:
+    """A measurement (for `on_copy`): the heavy load for `seconds` while a real worker runs `backfill`."""
     def measure(url: str, db: str) -> GuardWindow:
         settings = settings_for(db)
-        latency, run_id = harness.load_beside_run(settings, backfill, options, lambda: _load(url, keys))
+        latency, run_id = harness.load_beside_run(settings, backfill, options, lambda: _load(url, keys, seconds))
         rows, throttled = harness.run_totals(settings, run_id)
         return GuardWindow(latency, rows, throttled)
     return measure
 
 
 def heavy_load(on_copy: Callable[[Measure], Any], settings_for: Callable[[str], Any], backfill: str,
-               keys: int) -> dict[str, Any]:
-    """The three windows, as plain data for the results file."""
-    alone: foreground.Latency = on_copy(lambda url, db: _load(url, keys))
-    on: GuardWindow = on_copy(beside_run(settings_for, backfill, [], keys))
-    off: GuardWindow = on_copy(beside_run(settings_for, backfill, GUARD_OFF, keys))
-    return {"backfill": backfill, "rate": HEAVY_RATE, "clients": HEAVY_CLIENTS, "seconds": WINDOW_SECONDS,
+               keys: int, seconds: float = WINDOW_SECONDS) -> dict[str, Any]:
+    """The three windows of `seconds` each, as plain data for the results file."""
+    alone: foreground.Latency = on_copy(lambda url, db: _load(url, keys, seconds))
+    on: GuardWindow = on_copy(beside_run(settings_for, backfill, [], keys, seconds))
+    off: GuardWindow = on_copy(beside_run(settings_for, backfill, GUARD_OFF, keys, seconds))
+    return {"backfill": backfill, "rate": HEAVY_RATE, "clients": HEAVY_CLIENTS, "seconds": seconds,
             "alone": vars(alone), "guard_on": _plain(on), "guard_off": _plain(off)}
 
 
