@@ -83,9 +83,10 @@ def test_foreground_load_slows_then_pauses_the_run_which_resumes_when_it_stops(
 
 def test_a_failed_probe_is_unknown_and_the_run_waits(
         db_url: str, engine: sa.Engine, settings: Settings, workers) -> None:
-    sample_data.load(engine, sample_data.SampleSpec(aois=30_000, jobs=100, bad_rows=False))
+    sample_data.load(engine, sample_data.SampleSpec(aois=20_000, jobs=100, bad_rows=False))
     workers()
-    run_id = enqueue(settings, "aois_status", "--batch-size", "1000", "--sleep", "0.1")
+    # what is tested is the wait on an unknown reading: a ratio above a shared test server's noise
+    run_id = enqueue(settings, "aois_status", "--batch-size", "1000", "--sleep", "0.1", "--max-latency-ratio", "3")
     poll(lambda: status(settings, run_id)["rows_processed"] > 2_000, 60, "the run to start working")
     with psycopg.connect(db_url) as blocker:
         blocker.execute("LOCK TABLE backfill.probe IN ACCESS EXCLUSIVE MODE")  # every probe times out
@@ -95,7 +96,7 @@ def test_a_failed_probe_is_unknown_and_the_run_waits(
         blocker.rollback()
     wait(settings, run_id, timeout=120)
     final = status(settings, run_id)
-    assert final["state"] == "succeeded" and final["rows_processed"] == 30_000
+    assert final["state"] == "succeeded" and final["rows_processed"] == 20_000
 
 
 def test_max_latency_ratio_0_turns_the_guard_off(

@@ -127,7 +127,7 @@ def test_a_foreground_update_never_waits_longer_than_one_batch(
     with engine.connect() as conn:
         ids = [r[0] for r in conn.execute(sa.text("SELECT id::text FROM aois"))]
     workers()
-    run_id = enqueue(settings, "aois_status", "--batch-size", "5000", "--sleep", "0.05")
+    run_id = enqueue(settings, "aois_status", "--batch-size", "5000", "--sleep", "0.05", "--max-latency-ratio", "0")
     waits: list[float] = []
     stop = threading.Event()
 

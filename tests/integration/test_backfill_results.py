@@ -116,7 +116,7 @@ def dataset(engine: sa.Engine) -> sa.Engine:
 
 
 def _run(engine: sa.Engine, client: redis_lib.Redis, namespace: str, name: str) -> Run:
-    run = new_run(engine, name, RunOptions(batch_size=1000, sleep=0))
+    run = new_run(engine, name, RunOptions(batch_size=1000, sleep=0, max_latency_ratio=0))
     outcomes = run_to_completion(slice_runner(engine, client, namespace), run.id)
     assert outcomes[-1].value == "done"
     return RunStore(engine).get(run.id)

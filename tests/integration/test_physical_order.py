@@ -55,7 +55,7 @@ def _physical_run(engine: sa.Engine, definition: Backfill, batch_size: int, part
     blocks = scalar(engine, f"SELECT pg_relation_size('{definition.table}') / current_setting('block_size')::int")
     parts = block_parts(blocks, partitions)
     return new_run(engine, definition.name, RunOptions(batch_size=batch_size, sleep=0, partitions=partitions,
-                                                       order="physical"),
+                                                       order="physical", max_latency_ratio=0),
                    parts=parts, order="physical", order_reason="test").id
 
 
