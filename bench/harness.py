@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -214,8 +215,9 @@ class WorkerProcess:
 
 @contextmanager
 def worker_process(settings: Settings, concurrency: int = 1) -> Iterator[WorkerProcess]:
-    """A real `backfill worker` process, started and warmed up. Stopped (its whole
-    process group) on exit."""
+    """A real `backfill worker` process, started and warmed up. Stopped on exit as an
+    operator stops one (SIGTERM: the batch in flight finishes and the slice records its
+    throttle time), then its whole process group."""
     env = {**os.environ, "DATABASE_URL": settings.require_database(), "REDIS_URL": settings.require_redis(),
            "BACKFILL_NAMESPACE": settings.namespace, "BACKFILL_QUEUE": settings.queue}
     log = open(REPO / "bench" / "results" / "worker.log.tmp", "w")  # noqa: SIM115 (closed in finally)
@@ -226,8 +228,12 @@ def worker_process(settings: Settings, concurrency: int = 1) -> Iterator[WorkerP
         time.sleep(4)  # worker start-up is not part of any measurement
         yield WorkerProcess(worker.pid, env)
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(60)
+        worker.terminate()
+        with suppress(subprocess.TimeoutExpired):
+            worker.wait(60)
+        with suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)  # pool processes left behind, if any
+        worker.wait()
         log.close()
 
 
