@@ -21,8 +21,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/backfill demo
 
+# Two pytest processes at once (tests/suite.py): the acceptance tier, and the others beside it.
 test: $(STAMP) typecheck
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m tests.suite
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
