@@ -17,8 +17,10 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
+# tier name -> pytest arguments; the acceptance tier names each test as it ends (its ~70 tests
+# take minutes each to fill a line of dots, which would show no progress in a CI log)
 GROUPS: dict[str, tuple[str, ...]] = {
-    "acceptance": ("tests/acceptance",),
+    "acceptance": ("-v", "tests/acceptance"),
     "unit+integration+security": ("tests/unit", "tests/integration", "tests/security"),
 }
 PYTEST = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider")
@@ -36,8 +38,8 @@ def run(extra: Sequence[str] = ()) -> int:
     lock = threading.Lock()
     procs: dict[str, subprocess.Popen[str]] = {}
     relays = []
-    for name, paths in GROUPS.items():
-        proc = subprocess.Popen([*PYTEST, *extra, *paths], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    for name, args in GROUPS.items():
+        proc = subprocess.Popen([*PYTEST, *extra, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None
         procs[name] = proc
