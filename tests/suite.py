@@ -17,8 +17,9 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
-# tier name -> pytest arguments; the acceptance tier names each test as it ends (its ~70 tests
-# take minutes each to fill a line of dots, which would show no progress in a CI log)
+# tier name -> pytest arguments; the acceptance tier's `-v` undoes `-q` to pytest's default: one
+# line per test file as it ends (its ~70 tests would take the whole run to fill one line of dots,
+# which shows no progress in a CI log)
 GROUPS: dict[str, tuple[str, ...]] = {
     "acceptance": ("-v", "tests/acceptance"),
     "unit+integration+security": ("tests/unit", "tests/integration", "tests/security"),
