@@ -67,6 +67,7 @@ def test_samples_are_busy_while_a_batch_is_in_a_transaction(
                    20, "a reading with busy and idle tails")
         reading = monitor.reading()
         assert reading is not None and not reading.failing
+        assert reading.recent is not None, "the published reading has the tail of all recent samples"
         busy = [s for s in sampler.samples if s.busy]
         assert 0.2 < len(busy) / len(sampler.samples) < 0.8, [s.busy for s in sampler.samples]
         # nothing here makes a batch slower for the application than the moments between
@@ -112,3 +113,33 @@ def test_a_probe_that_cannot_run_makes_the_reading_unknown(
         assert reading is None or guard_ratio(reading, None) is None
         blocker.rollback()
     wait_until(lambda: (r := monitor.reading()) is not None and not r.failing, 20, "the reading to come back")
+
+
+def test_the_guard_keeps_its_level_and_pace_across_slices(redis_client: Any, namespace: str) -> None:
+    """A slice is short and the load is not: the next slice's guard starts where the last one
+    stopped (level, calm count, pace, last ratios), through Redis."""
+    import uuid
+    from types import SimpleNamespace
+
+    from backfills.control import RunControl
+    from backfills.guard import GuardState
+    from backfills.guard_hook import ForegroundGuardHook
+    from backfills.signals import Action
+
+    control = RunControl(redis_client, namespace, str(uuid.uuid4()))
+    ctx: Any = SimpleNamespace(part=1)
+
+    def hook() -> ForegroundGuardHook:
+        return ForegroundGuardHook(lambda c: None, control, lambda: True, lambda: 0.0)  # type: ignore[arg-type,return-value]
+
+    first = hook()
+    first._load(ctx)
+    assert first.state == GuardState()
+    first.state, first.ratios = GuardState(Action.SLOW, calm=1, nice=8.0), [1.7, 1.6, 1.3]
+    first.on_slice_end(ctx, None)
+    second = hook()
+    second._load(ctx)
+    assert (second.state, second.ratios) == (GuardState(Action.SLOW, calm=1, nice=8.0), [1.7, 1.6, 1.3])
+    other_part = hook()
+    other_part._load(SimpleNamespace(part=0))
+    assert other_part.state == GuardState()
