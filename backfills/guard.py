@@ -105,7 +105,7 @@ def _harder(state: GuardState, critical: bool) -> GuardState:
         return GuardState(Action.SLOW, nice=NICE_START)
     if state.level is Action.PAUSE or critical:
         return GuardState(Action.PAUSE, nice=NICE_MAX)
-    return GuardState(Action.SLOW, nice=min(NICE_MAX, state.nice * 2))
+    return GuardState(Action.SLOW, nice=min(NICE_MAX, max(NICE_START, state.nice * 2)))
 
 
 def _easier(state: GuardState) -> GuardState:

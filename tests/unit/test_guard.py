@@ -69,6 +69,12 @@ def test_above_the_ratio_but_below_the_pause_threshold_the_run_slows_to_its_slow
     assert states[-1].nice == NICE_MAX
 
 
+def test_a_slowed_state_without_a_pace_gets_one() -> None:
+    """A slowed state remembered by a version without `nice` (0.0) still slows down harder."""
+    state, _ = step(GuardState(Action.SLOW), [1.8], R)
+    assert state == GuardState(Action.SLOW, nice=NICE_START)
+
+
 def test_slowed_the_run_sleeps_in_proportion_to_its_batches() -> None:
     _, decision = step(GuardState(Action.SLOW, nice=2.0), [1.3], R, batch_seconds=1.5)
     assert (decision.action, decision.sleep_seconds) == (Action.SLOW, pytest.approx(3.0))
