@@ -160,7 +160,7 @@ def test_statement_timeout_halves_the_batch_until_it_fits_and_skips_no_row(
     sample_data.load(engine, sample_data.SampleSpec(aois=30_000, jobs=100, bad_rows=False))
     workers()
     run_id = enqueue(settings, "aois_status", "--batch-size", "20000", "--sub-batch-size", "20000", "--sleep", "0",
-                     "--statement-timeout", "0.03")
+                     "--statement-timeout", "0.03", "--max-latency-ratio", "0")
     wait(settings, run_id)
     control = RunControl(redis_client, settings.namespace, run_id)
     final = status(settings, run_id)

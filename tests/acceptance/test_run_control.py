@@ -187,7 +187,7 @@ def test_max_rows_per_second_limits_the_rate(settings: Settings, engine: sa.Engi
     load_aois(engine, rows, bad_rows=False)
     workers(concurrency=1)
     run_id = enqueue(settings, "aois_status", "--batch-size", "500", "--sleep", "0",
-                     "--max-rows-per-second", str(rate))
+                     "--max-rows-per-second", str(rate), "--max-latency-ratio", "0")
 
     throttled: set[str | None] = set()
     control = RunControl(redis_client, namespace, run_id)
@@ -217,7 +217,7 @@ def test_pause_during_a_rate_limit_wait_stops_before_the_next_batch(settings: Se
         load_aois(engine, 5_000, bad_rows=False)
         workers(concurrency=1)
         run_id = enqueue(settings, "aois_status", "--batch-size", "1000", "--sleep", "0",
-                         "--max-rows-per-second", "100")
+                         "--max-rows-per-second", "100", "--max-latency-ratio", "0")
         wait_until(lambda: counters(engine, run_id).state == "running", 30, "the run to start")
         expect_exit(cli(settings, "pause", run_id), 0, "pause")
         with engine.connect() as conn:

@@ -107,7 +107,7 @@ def test_a_copy_in_physical_order_inserts_the_missing_rows_and_records_the_refus
     load_notes(engine, 3000, blank_every=97)
     refused = blank_ids(engine)
     blocks = scalar(engine, "SELECT pg_relation_size('notes_old') / current_setting('block_size')::int")
-    run = new_run(engine, NOTES_COPY.name, RunOptions(batch_size=400, sleep=0, order="physical"),
+    run = new_run(engine, NOTES_COPY.name, RunOptions(batch_size=400, sleep=0, order="physical", max_latency_ratio=0),
                   parts=block_parts(blocks, 1), order="physical", order_reason="test")
     with engine.connect() as conn:
         key = read_key_columns(conn, NOTES_COPY)

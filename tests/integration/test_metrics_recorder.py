@@ -66,7 +66,7 @@ def table_locked(db_url: str, release_after: float | None) -> Iterator[None]:
 
 def test_counters_equal_what_the_database_changed(sample: sa.Engine, redis_client: redis_lib.Redis,
                                                   namespace: str) -> None:
-    run = new_run(sample, UNGUARDED.name, RunOptions(batch_size=200, sleep=0))
+    run = new_run(sample, UNGUARDED.name, RunOptions(batch_size=200, sleep=0, max_latency_ratio=0))
     run_to_completion(runner(sample, redis_client, namespace, registry=registry_of(UNGUARDED)), run.id)
 
     got = counters(redis_client, namespace, UNGUARDED.name)
@@ -124,7 +124,7 @@ def test_a_batch_that_cannot_succeed_is_counted_failed(sample: sa.Engine, redis_
                                                        namespace: str) -> None:
     broken = Backfill(name="aois_broken", table="aois", description="refers to a column that does not exist",
                       needs="t.status IS NULL", sets={"status": "t.no_such_column"})
-    run = new_run(sample, "aois_broken", RunOptions(batch_size=500, sleep=0))
+    run = new_run(sample, "aois_broken", RunOptions(batch_size=500, sleep=0, max_latency_ratio=0))
     run_to_completion(runner(sample, redis_client, namespace, registry=registry_of(broken)), run.id)
 
     got = counters(redis_client, namespace, "aois_broken")

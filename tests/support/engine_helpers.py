@@ -60,7 +60,7 @@ def execute(engine: sa.Engine, *statements: str, replica: bool = False, **params
 
 def new_run(engine: sa.Engine, name: str, options: RunOptions | None = None, **kwargs: Any) -> Run:
     """A queued run with its progress rows, as `RunStore.create` makes them."""
-    return RunStore(engine).create(name, options or RunOptions(batch_size=1000, sleep=0), **kwargs)
+    return RunStore(engine).create(name, options or RunOptions(batch_size=1000, sleep=0, max_latency_ratio=0), **kwargs)
 
 
 def executor_for(engine: sa.Engine, definition: Backfill, run_id: str, scope: Scope = UNSCOPED,
