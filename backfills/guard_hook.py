@@ -23,7 +23,7 @@ from collections.abc import Callable
 from backfills.control import RunControl
 from backfills.foreground import ForegroundMonitor, publish_run_ratio
 from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
-from backfills.latency import Latency, Reading, guard_ratio
+from backfills.latency import Latency, Reading, guard_ratio, latest
 from backfills.hooks import Hook, SliceContext, Stop
 from backfills.reasons import GUARD_REASONS
 from backfills.signals import Action, Decision
@@ -160,7 +160,7 @@ class ForegroundGuardHook(Hook):
         now = time.time()
         if self._paused_since is None:
             self._paused_since = now
-        idle = (reading.idle or reading.busy) if reading is not None and not reading.failing else None
+        idle = latest(reading) if reading is not None else None
         if idle is not None and idle.known:
             self._idle.append(idle)
         if now - self._paused_since >= REBASELINE_AFTER and self._idle:

@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Latency", "Sample", "Reading", "ratio", "tail", "summarize", "guard_ratio",
+__all__ = ["Latency", "Sample", "Reading", "ratio", "tail", "summarize", "guard_ratio", "latest",
            "BUSY_WINDOW", "IDLE_WINDOW", "RECENT_WINDOW", "MIN_SAMPLES", "FLOOR_MS"]
 
 FLOOR_MS = 1.0      # a millisecond more or less is below what an application notices: added to both sides
@@ -118,7 +118,16 @@ def guard_ratio(reading: Reading, baseline: Latency | None) -> float | None:
         return None
     recent = reading.recent or reading.busy
     effect = ratio(recent, reading.idle) if recent is not None and reading.idle is not None else None
-    latest = reading.idle or recent
-    stress = ratio(latest, baseline) if latest is not None and baseline is not None else None
+    now = latest(reading)
+    stress = ratio(now, baseline) if now is not None and baseline is not None else None
     known = [r for r in (effect, stress) if r is not None]
     return max(known) if known else None
+
+
+def latest(reading: Reading) -> Latency | None:
+    """The latency of the database as it is now, apart from the batches as far as known:
+    between batches, else all recent samples, else those in flight (None when the
+    probes fail or nothing is known)."""
+    if reading.failing:
+        return None
+    return reading.idle or reading.recent or reading.busy

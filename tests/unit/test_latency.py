@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from backfills.latency import (BUSY_WINDOW, IDLE_WINDOW, Latency, Reading, Sample, guard_ratio, summarize,
-                               tail)
+from backfills.latency import (BUSY_WINDOW, IDLE_WINDOW, Latency, Reading, Sample, guard_ratio, latest,
+                               summarize, tail)
 
 
 def samples(at: float, busy: bool, commit: float, read: float, n: int, every: float = 0.1) -> list[Sample]:
@@ -85,6 +85,15 @@ def test_without_idle_samples_busy_is_compared_with_the_baseline() -> None:
     reading = Reading(0.0, busy=Latency(3.0, 1.0), idle=None)
     assert guard_ratio(reading, Latency(1.0, 1.0)) == pytest.approx(4.0 / 2.0)
     assert guard_ratio(reading, None) is None
+
+
+def test_latest_prefers_idle_then_recent_then_busy_and_knows_nothing_of_a_failing_reading() -> None:
+    busy, idle, recent = Latency(3.0, 1.0), Latency(1.0, 1.0), Latency(2.0, 1.0)
+    assert latest(Reading(0.0, busy, idle, recent=recent)) == idle
+    assert latest(Reading(0.0, busy, None, recent=recent)) == recent
+    assert latest(Reading(0.0, busy, None)) == busy
+    assert latest(Reading(0.0, None, None)) is None
+    assert latest(Reading(0.0, busy, idle, failing=True, recent=recent)) is None
 
 
 def test_a_failing_reading_or_an_empty_one_is_unknown() -> None:
