@@ -5,7 +5,11 @@ over the same measured while the run was idle. The guard has three levels: `CONT
 `SLOW` and `PAUSE` (no batch until the latency comes back).
 
 While slowed, the run sleeps after each batch for `nice` times the batch's own time, so
-it spends `1 / (1 + nice)` of its time in batches. A reading at or above the ratio slows
+it spends `1 / (1 + nice)` of its time in batches, and its batches shrink as `nice` grows
+(half size at `NICE_START`, a 64th at `NICE_MAX`). What the application feels of a run is
+mostly its commits waiting behind the run's WAL, so a batch's size bounds how much of it
+one commit can meet: small batches with short sleeps are felt less than large ones with
+long sleeps at the same pace. A reading at or above the ratio slows
 the run (`nice` from `NICE_START`), and each one after doubles `nice` up to `NICE_MAX`;
 a reading at or above the pause threshold pauses a slowed run. After `CALM_READINGS`
 calm readings in a row the guard steps back: from a pause to the slowest pace, then
@@ -29,16 +33,16 @@ from backfills.reasons import ThrottleReason
 from backfills.signals import CONTINUE, Action, Decision
 
 __all__ = ["GuardState", "Thresholds", "step", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS",
-           "NICE_START", "NICE_MAX"]
+           "NICE_START", "NICE_MAX", "slow_batch_factor"]
 
 REASON = ThrottleReason.FOREGROUND_LATENCY
 UNKNOWN_REASON = ThrottleReason.FOREGROUND_LATENCY_UNKNOWN
 WINDOW = 3            # readings in the median
 CALM_READINGS = 3     # calm readings in a row before stepping down a level
-SLOW_FACTOR = 0.5     # batch size factor while slowed
+SLOW_FACTOR = 0.5     # batch size factor at the first slowed pace; it halves as the pace doubles
 NICE_START = 0.5      # first slowed pace: sleep half of each batch's time
-NICE_MAX = 16.0       # slowest pace: about 6% of the time in batches
-MIN_SLOW_SLEEP = 0.2  # seconds between batches while slowed, at least
+NICE_MAX = 16.0       # slowest pace: about 6% of the time in batches, batches of a 64th
+MIN_SLOW_SLEEP = 0.05  # seconds between batches while slowed, at least
 MAX_SLOW_SLEEP = 15.0  # seconds between batches while slowed, at most
 PAUSE_CHECK = 1.0     # seconds between readings while paused
 
@@ -121,5 +125,12 @@ def _decision(state: GuardState, batch_seconds: float) -> Decision:
         return Decision(Action.PAUSE, REASON, sleep_seconds=PAUSE_CHECK)
     if state.level is Action.SLOW:
         sleep = min(MAX_SLOW_SLEEP, max(MIN_SLOW_SLEEP, state.nice * batch_seconds))
-        return Decision(Action.SLOW, REASON, batch_factor=SLOW_FACTOR, sleep_seconds=sleep)
+        return Decision(Action.SLOW, REASON, batch_factor=slow_batch_factor(state.nice), sleep_seconds=sleep)
     return CONTINUE
+
+
+def slow_batch_factor(nice: float) -> float:
+    """The batch size factor at pace `nice`: `SLOW_FACTOR` at `NICE_START`, halved with
+    every doubling of `nice` (a 64th at `NICE_MAX`)."""
+    nice = min(NICE_MAX, max(NICE_START, nice))
+    return SLOW_FACTOR * NICE_START / nice

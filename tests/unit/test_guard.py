@@ -8,7 +8,7 @@ import pytest
 
 from backfills.latency import Latency, ratio
 from backfills.guard import (CALM_READINGS, MAX_SLOW_SLEEP, MIN_SLOW_SLEEP, NICE_MAX, NICE_START, REASON,
-                             UNKNOWN_REASON, GuardState, Thresholds, step)
+                             UNKNOWN_REASON, GuardState, Thresholds, slow_batch_factor, step)
 from backfills.signals import Action
 
 R = 1.5  # --max-latency-ratio
@@ -83,6 +83,17 @@ def test_slowed_the_run_sleeps_in_proportion_to_its_batches() -> None:
     assert decision.sleep_seconds == MIN_SLOW_SLEEP
     _, decision = step(GuardState(Action.SLOW, nice=NICE_MAX), [1.3], R, batch_seconds=60.0)
     assert decision.sleep_seconds == MAX_SLOW_SLEEP
+
+
+def test_slowed_batches_shrink_as_the_pace_slows() -> None:
+    """Smaller batches at a slower pace: a commit of the application meets at most one
+    small batch's WAL."""
+    factors = []
+    for nice in (NICE_START, 1.0, 2.0, 4.0, 8.0, NICE_MAX):
+        _, decision = step(GuardState(Action.SLOW, nice=nice), [1.3], R, batch_seconds=0.1)
+        factors.append(decision.batch_factor)
+    assert factors == [0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]
+    assert slow_batch_factor(0.0) == 0.5 and slow_batch_factor(100.0) == 0.015625
 
 
 def test_pause_steps_down_to_the_slowest_pace_then_halves_it_then_runs() -> None:
