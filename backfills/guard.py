@@ -16,6 +16,8 @@ calm readings in a row the guard steps back: from a pause to the slowest pace, t
 halving `nice` until it is below `NICE_START`, and the run continues. So the run comes
 back from the slow side and settles at the share of its time in batches that the
 application does not feel, instead of swinging between working flat out and pausing.
+A run starts on the slow side too (`START`, the slowest pace): at full speed from its
+first batch, it would be felt for the few readings the guard needs to slow it down.
 
 It looks at the median of the last few ratios, so one noisy reading moves nothing, and it
 steps back only below a lower threshold than the one that moved it up, so it does not
@@ -32,7 +34,7 @@ from dataclasses import dataclass, replace
 from backfills.reasons import ThrottleReason
 from backfills.signals import CONTINUE, Action, Decision
 
-__all__ = ["GuardState", "Thresholds", "step", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS",
+__all__ = ["GuardState", "Thresholds", "step", "START", "REASON", "UNKNOWN_REASON", "WINDOW", "CALM_READINGS",
            "NICE_START", "NICE_MAX", "slow_batch_factor"]
 
 REASON = ThrottleReason.FOREGROUND_LATENCY
@@ -72,6 +74,10 @@ class GuardState:
     level: Action = Action.CONTINUE
     calm: int = 0
     nice: float = 0.0
+
+
+START = GuardState(Action.SLOW, nice=NICE_MAX)
+"""A run's first state: the slowest pace, eased off one step per `CALM_READINGS` calm readings."""
 
 
 def _smoothed(ratios: Sequence[float | None]) -> float | None:

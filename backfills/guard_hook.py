@@ -1,15 +1,15 @@
 """The foreground guard as a hook: before each batch, the shared latency reading (taken all
 the time by the table's sampler, `backfills.probe_sampler`) decides (see `backfills.guard`)
 whether the run works, slows down or waits. Its ratio (`backfills.latency.guard_ratio`) is
-the larger of the run's effect (latency while batches are in flight over latency between
-them, in the same minute) and the database's stress (latency between batches over the
-idle baseline).
+the larger of the run's effect (all recent latency over latency between batches, in the
+same minute) and the database's stress (latency between batches over the idle baseline).
 
 The baseline is measured while the run is idle: before its first batch (the hook takes
 it before letting that batch run), again when it is older than `BASELINE_MAX_AGE`, and
-after `REBASELINE_AFTER` seconds of one pause: by then the run has been idle that long,
-so the latency is the application's own, and the run resumes at the new level. That is
-how the guard never stalls a run for good on load the run does not cause.
+after `REBASELINE_AFTER` seconds of one hold (a pause, or the slowest pace): by then the
+run has done next to nothing that long, so the latency is the application's own, and the
+run goes on at the new level. That is how the guard never stalls a run for good on load
+the run does not cause.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from backfills.control import RunControl
 from backfills.foreground import ForegroundMonitor, publish_run_ratio
-from backfills.guard import REASON, UNKNOWN_REASON, WINDOW, GuardState, step
+from backfills.guard import NICE_MAX, REASON, START, UNKNOWN_REASON, WINDOW, GuardState, step
 from backfills.latency import Latency, Reading, guard_ratio, latest
 from backfills.hooks import Hook, SliceContext, Stop
 from backfills.reasons import GUARD_REASONS
@@ -52,7 +52,7 @@ class ForegroundGuardHook(Hook):
         self.control = control
         self.renew = renew
         self.deadline = deadline
-        self.state = GuardState()
+        self.state = START
         self.ratios: list[float | None] = []
         self._monitor: ForegroundMonitor | None = None
         self._paused_since: float | None = None
@@ -101,10 +101,12 @@ class ForegroundGuardHook(Hook):
             reading = monitor.reading()
             decision = self._observe(reading, baseline, max_ratio, ctx.last_batch_seconds)
             self._note_unknown(decision)
-            if decision.action is not Action.PAUSE:
+            if self._held(decision):
+                self._while_held(monitor, reading)
+            else:
                 self._paused_since, self._idle = None, []
+            if decision.action is not Action.PAUSE:
                 break
-            self._while_paused(monitor, reading)
             stop = throttled_wait(ctx, self.control, self.renew, self.deadline, decision.reason or REASON,
                                   decision.sleep_seconds)
             if stop is not None:
@@ -155,18 +157,28 @@ class ForegroundGuardHook(Hook):
             return fresh
         return baseline
 
-    def _while_paused(self, monitor: ForegroundMonitor, reading: Reading | None) -> None:
-        """Idle readings of one pause; after `REBASELINE_AFTER` seconds they become the baseline."""
+    def _held(self, decision: Decision) -> bool:
+        """Whether the run is held back as far as the guard goes: paused, or slowed to the
+        slowest pace (about 6% of its time in small batches)."""
+        if decision.action is Action.PAUSE:
+            return True
+        return decision.action is Action.SLOW and self.state.nice >= NICE_MAX
+
+    def _while_held(self, monitor: ForegroundMonitor, reading: Reading | None) -> None:
+        """Readings of one hold (a pause or the slowest pace); after `REBASELINE_AFTER`
+        seconds they become the baseline: the run has done next to nothing that long, so
+        the latency is the application's own."""
         now = time.time()
         if self._paused_since is None:
             self._paused_since = now
         idle = latest(reading) if reading is not None else None
-        if idle is not None and idle.known:
+        if idle is not None and idle.known and (not self._idle or self._idle[-1].at != idle.at):
             self._idle.append(idle)
         if now - self._paused_since >= REBASELINE_AFTER and self._idle:
             fresh = _median_latency(self._idle)
             monitor.set_baseline(fresh)
-            self.control.add_event(f"{REASON}: idle for {now - self._paused_since:.0f}s with the latency still high; "
-                           f"baseline re-measured (commit {fresh.commit_ms:.2f} ms, read {fresh.read_ms:.2f} ms)")
+            self.control.add_event(f"{REASON}: held back for {now - self._paused_since:.0f}s with the latency still "
+                                   f"high; baseline re-measured (commit {fresh.commit_ms:.2f} ms, "
+                                   f"read {fresh.read_ms:.2f} ms)")
             self._paused_since, self._idle, self.ratios = None, [], []
 

@@ -122,7 +122,7 @@ def test_the_guard_keeps_its_level_and_pace_across_slices(redis_client: Any, nam
     from types import SimpleNamespace
 
     from backfills.control import RunControl
-    from backfills.guard import GuardState
+    from backfills.guard import START, GuardState
     from backfills.guard_hook import ForegroundGuardHook
     from backfills.signals import Action
 
@@ -134,7 +134,7 @@ def test_the_guard_keeps_its_level_and_pace_across_slices(redis_client: Any, nam
 
     first = hook()
     first._load(ctx)
-    assert first.state == GuardState()
+    assert first.state == START
     first.state, first.ratios = GuardState(Action.SLOW, calm=1, nice=8.0), [1.7, 1.6, 1.3]
     first.on_slice_end(ctx, None)
     second = hook()
@@ -142,4 +142,46 @@ def test_the_guard_keeps_its_level_and_pace_across_slices(redis_client: Any, nam
     assert (second.state, second.ratios) == (GuardState(Action.SLOW, calm=1, nice=8.0), [1.7, 1.6, 1.3])
     other_part = hook()
     other_part._load(SimpleNamespace(part=0))
-    assert other_part.state == GuardState()
+    assert other_part.state == START
+
+
+def test_held_at_the_slowest_pace_the_guard_takes_the_latency_as_the_new_baseline(
+        redis_client: Any, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database got slower on its own (1.5x the baseline between batches, the run at its
+    slowest pace): after `REBASELINE_AFTER` seconds held back the guard re-measures the
+    baseline from those readings, says so in the run's events, and eases off."""
+    import uuid
+    from types import SimpleNamespace
+
+    from backfills import guard_hook
+    from backfills.control import RunControl
+    from backfills.foreground import reading_to_json
+    from backfills.guard import CALM_READINGS, NICE_MAX, START
+    from backfills.latency import Latency, Reading
+    from backfills.signals import Action
+
+    monkeypatch.setattr(guard_hook, "REBASELINE_AFTER", 0.5)
+    control = RunControl(redis_client, namespace, str(uuid.uuid4()))
+    monitor = ForegroundMonitor(SimpleNamespace(table="held"), redis_client, namespace,  # type: ignore[arg-type]
+                                lambda: None)
+    monitor.set_baseline(Latency(1.0, 1.0, time.time()))
+    hook = guard_hook.ForegroundGuardHook(lambda c: monitor, control, lambda: True, lambda: 0.0)
+    ctx: Any = SimpleNamespace(part=0, options=SimpleNamespace(max_latency_ratio=1.5), last_batch_seconds=0.01,
+                               throttled=None, batch_factor=1.0, nap=lambda s: None)
+
+    def publish() -> None:
+        now = time.time()
+        slower = Latency(2.0, 2.0, now)   # (2 + 1) / (1 + 1) = 1.5: at the ratio
+        redis_client.set(f"{monitor.key}:reading", reading_to_json(Reading(now, None, slower, recent=slower)))
+
+    levels = []
+    deadline = time.time() + 0.5 + (CALM_READINGS + 2) * 0.06 + 5
+    while time.time() < deadline and (not levels or levels[-1] != (Action.SLOW, NICE_MAX / 2)):
+        publish()
+        assert hook.before_batch(ctx) is None
+        levels.append((hook.state.level, hook.state.nice))
+        time.sleep(0.06)
+    assert levels[0] == (START.level, START.nice)
+    assert levels[-1] == (Action.SLOW, NICE_MAX / 2), levels[-5:]
+    assert (monitor.baseline().commit_ms, monitor.baseline().read_ms) == (2.0, 2.0)  # type: ignore[union-attr]
+    assert any("baseline re-measured" in e for e in control.events()), control.events()

@@ -8,7 +8,7 @@ import pytest
 
 from backfills.latency import Latency, ratio
 from backfills.guard import (CALM_READINGS, MAX_SLOW_SLEEP, MIN_SLOW_SLEEP, NICE_MAX, NICE_START, REASON,
-                             UNKNOWN_REASON, GuardState, Thresholds, slow_batch_factor, step)
+                             START, UNKNOWN_REASON, GuardState, Thresholds, slow_batch_factor, step)
 from backfills.signals import Action
 
 R = 1.5  # --max-latency-ratio
@@ -94,6 +94,20 @@ def test_slowed_batches_shrink_as_the_pace_slows() -> None:
         factors.append(decision.batch_factor)
     assert factors == [0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]
     assert slow_batch_factor(0.0) == 0.5 and slow_batch_factor(100.0) == 0.015625
+
+
+def test_a_run_starts_at_the_slowest_pace_and_eases_to_full_speed_on_calm_readings() -> None:
+    assert START == GuardState(Action.SLOW, nice=NICE_MAX)
+    states = trace([1.0] * (6 * CALM_READINGS), START)
+    paces = [st.nice for st in states if st.level is Action.SLOW]
+    assert sorted(set(paces), reverse=True) == [16.0, 8.0, 4.0, 2.0, 1.0, 0.5]
+    assert states[-1] == GuardState() and states[-2].level is Action.SLOW
+
+
+def test_a_run_felt_from_its_start_slows_further_not_from_full_speed() -> None:
+    states = trace([1.7, 2.5, 2.5], START)
+    assert states[0] == GuardState(Action.SLOW, nice=NICE_MAX)
+    assert states[-1].level is Action.PAUSE
 
 
 def test_pause_steps_down_to_the_slowest_pace_then_halves_it_then_runs() -> None:
