@@ -256,17 +256,23 @@ def run_worker(settings: Settings, backfill: str, options: list[str], concurrenc
     return _measured_run(settings, run_id, wall, peak)
 
 
-def load_during_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T]) -> T:
-    """Run `load` while a real worker runs the backfill; the worker is stopped when the load ends."""
-    return load_beside_run(settings, backfill, options, load)[0]
+def load_during_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T],
+                    settle_seconds: float = 0.0) -> T:
+    """Run `load` while a real worker runs the backfill, `settle_seconds` after the enqueue;
+    the worker is stopped when the load ends."""
+    return load_beside_run(settings, backfill, options, load, settle_seconds)[0]
 
 
-def load_beside_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T]) -> tuple[T, str]:
+def load_beside_run(settings: Settings, backfill: str, options: list[str], load: Callable[[], T],
+                    settle_seconds: float = 0.0) -> tuple[T, str, int]:
     """Like `load_during_run`, and also the run's id (its totals are read once the worker,
-    stopped when the load ends, recorded them at the end of its slice)."""
+    stopped when the load ends, recorded them at the end of its slice) and the rows it had
+    changed when the load started."""
     with worker_process(settings) as worker:
         run_id = enqueue(worker.env, backfill, options)
-        return load(), run_id
+        time.sleep(settle_seconds)
+        rows_before = run_totals(settings, run_id)[0] if settle_seconds else 0
+        return load(), run_id, rows_before
 
 
 _READER = ConnectionProfile(application_name="backfill-bench", pooled=False)

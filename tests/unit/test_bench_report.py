@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import report, targets
-from bench.__main__ import bare_loop_sizes, repetitions, runbook_due
+from bench.__main__ import bare_loop_sizes, guard_on, repetitions, runbook_due
 from bench.harness import percentile
 from bench.methods import Measurement
 
@@ -225,3 +225,11 @@ def test_the_heavy_load_table_shows_each_window_against_the_load_alone(tmp_path:
     assert "Heavy foreground load" not in report.readme_section(tmp_path)
     (tmp_path / report.heavy_name("embedded")).write_text(json.dumps(found))
     assert table in report.readme_section(tmp_path)
+    settled = heavy.markdown({**found, "guard_on": {**found["guard_on"], "settle_seconds": 25.0}})
+    assert "starts 25 s after the enqueue" in settled and "starts" not in table
+
+
+def test_a_run_has_the_guard_on_unless_its_options_turn_it_off() -> None:
+    assert guard_on([]) and guard_on(["--sleep", "0"]) and guard_on(["--max-latency-ratio", "1.2"])
+    assert not guard_on(["--sleep", "0", "--max-latency-ratio", "0", "--order", "key"])
+    assert not guard_on(["--max-latency-ratio", "0.0"])
