@@ -210,19 +210,21 @@ class RateLimitHook(Hook):
         return None
 
 
-def sleep_after(sleep: float, result: BatchResult) -> float:
+def sleep_after(sleep: float, result: BatchResult, batch_factor: float = 1.0) -> float:
     """The pause after a batch: `--sleep` after one that wrote rows (changed them, or
     recorded them as row errors), none after one that found nothing to do (a stretch
     already done, a closing pass over done rows): it held no row lock and wrote no WAL
-    for the database to catch up on."""
-    return sleep if result.changed + result.rejected > 0 else 0.0
+    for the database to catch up on. `--sleep` is per batch of `--batch-size` rows: a batch
+    a throttle shrank (`batch_factor` < 1: the guard's small steps, lock contention) is
+    followed by as much less (the throttle adds its own wait)."""
+    return sleep * min(1.0, batch_factor) if result.changed + result.rejected > 0 else 0.0
 
 
 class SleepHook(Hook):
     """`--sleep` seconds between batches that wrote rows (`sleep_after`)."""
 
     def after_batch(self, ctx: SliceContext, result: BatchResult) -> Stop | None:
-        pause = sleep_after(ctx.sleep, result)
+        pause = sleep_after(ctx.sleep, result, ctx.batch_factor)
         reason = ctx.nap(pause) if pause > 0 else None
         return Stop(reason) if reason else None
 

@@ -224,6 +224,19 @@ def test_a_batch_that_wrote_nothing_is_not_followed_by_the_sleep() -> None:
     assert SleepHook().after_batch(ctx, nothing) is None          # no nap, so nothing to cut short
 
 
+def test_a_batch_a_throttle_shrank_sleeps_in_proportion() -> None:
+    """`--sleep` is per `--batch-size` rows: the guard's 64th of a batch is followed by a
+    64th of the sleep (its own pace comes on top), never more than the whole sleep."""
+    assert sleep_after(0.1, result(), batch_factor=1 / 64) == pytest.approx(0.1 / 64)
+    assert sleep_after(0.1, result(), batch_factor=0.5) == pytest.approx(0.05)
+    assert sleep_after(0.1, result(), batch_factor=2.0) == 0.1
+    slept: list[float] = []
+    ctx = context(sleep=0.1, batch_factor=0.25)
+    ctx.nap = lambda seconds: slept.append(seconds)  # type: ignore[method-assign]
+    assert SleepHook().after_batch(ctx, result()) is None
+    assert slept == [pytest.approx(0.025)]
+
+
 # -- CheckpointHook ------------------------------------------------------------------------
 def test_checkpoint_written_once_before_the_first_batch_then_after_each_and_at_the_end() -> None:
     ctx, control, lease = context(), FakeControl(), FakeLease()
