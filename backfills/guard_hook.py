@@ -31,7 +31,7 @@ from backfills.throttle import throttled_wait
 
 __all__ = ["ForegroundGuardHook", "BASELINE_SAMPLES", "BASELINE_MAX_AGE", "REBASELINE_AFTER"]
 
-BASELINE_SAMPLES = 20
+BASELINE_SAMPLES = 10
 BASELINE_MAX_AGE = 600.0
 REBASELINE_AFTER = 30.0
 

