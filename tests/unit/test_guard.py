@@ -135,6 +135,19 @@ def test_the_guard_settles_at_the_pace_the_application_does_not_feel() -> None:
     assert {nice for _, nice in settled} <= {4.0, 8.0, 16.0}
 
 
+def test_a_run_that_starts_slow_settles_at_the_same_pace_without_ever_pausing() -> None:
+    """The same closed loop from `START`: the run eases off from the slowest pace to where the
+    application starts to feel it, and settles there; it never works flat out or pauses."""
+    state, seen, paces = START, [], []
+    for _ in range(400):
+        busy_share = 1 / (1 + state.nice) if state.level is Action.SLOW else (0.0 if state.level else 0.9)
+        seen.append(1.0 + 3.0 * busy_share)
+        state, _ = step(state, seen, R, batch_seconds=1.0)
+        paces.append((state.level, state.nice))
+    assert {level for level, _ in paces} == {Action.SLOW}
+    assert {nice for _, nice in paces[50:]} <= {4.0, 8.0, 16.0}
+
+
 def test_between_calm_and_the_ratio_the_level_holds() -> None:
     """Hysteresis: at 1.3-1.4 (below the ratio, above calm) a slowed run stays slowed."""
     assert {lvl for lvl, _ in run([1.35, 1.4, 1.3] * 4, GuardState(Action.SLOW))} == {Action.SLOW}
