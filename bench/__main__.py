@@ -84,11 +84,15 @@ def on_copy(srv: harness.Servers, template: str, measure: Callable[[str, str], o
 
 def foreground_during(srv: harness.Servers, backfill: str, options: list[str], keys: int,
                       seconds: float, settle_seconds: float = 0.0) -> Callable[[str, str], foreground.Latency]:
-    """The pgbench load for `seconds`, `settle_seconds` after the enqueue, while a real
-    worker runs the backfill on the copy."""
+    """The pgbench load for `seconds` alone on the copy, then again `settle_seconds` after the
+    enqueue while a real worker runs the backfill on it. The window alone right before is the
+    yardstick of that window: on a machine whose WAL flushes vary from minute to minute, a
+    load measured alone once at the start is not."""
     def measure(url: str, db: str) -> foreground.Latency:
-        return harness.load_during_run(settings_for(srv, db), backfill, options,
-                                       lambda: foreground.pgbench(url, keys, seconds), settle_seconds)
+        alone = foreground.pgbench(url, keys, seconds)
+        during = harness.load_during_run(settings_for(srv, db), backfill, options,
+                                         lambda: foreground.pgbench(url, keys, seconds), settle_seconds)
+        return replace(during, paired_alone_p99_ms=alone.p99_ms)
     return measure
 
 
@@ -144,7 +148,7 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
                 srv, template, foreground_during(srv, backfill, options, keys, window, settle))
             out[f"foreground_{method}"] = latency
             log(f"  {method} with the foreground load ({window:.0f} s, from {settle:.0f} s after the enqueue): "
-                f"its p99 {latency.p99_ms:.1f} ms")
+                f"its p99 {latency.p99_ms:.1f} ms (alone right before: {latency.paired_alone_p99_ms:.1f} ms)")
     if not extras.runbook:
         return out
     cap = 2 * plain.seconds + 0.1 * plain.rows / 10_000 + 30

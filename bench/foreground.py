@@ -31,6 +31,7 @@ class Latency:
     p99_ms: float
     autovacuums: int | None = None  # autovacuum runs on the copy while the load ran
     window: dict[str, object] | None = None  # what the server did meanwhile (bench.window)
+    paired_alone_p99_ms: float | None = None  # the same load alone on the same copy, right before
 
 
 def prepare_keys(url: str) -> int:

@@ -203,12 +203,13 @@ def _cpu(window: dict) -> str:
 
 
 def foreground_table(scenarios: list[dict]) -> str:
-    """One row per foreground window: the load's p50/p99, and what the server did meanwhile
+    """One row per foreground window: the load's p50/p99 (and its p99 alone on the same copy
+    right before, where measured), and what the server did meanwhile
     (WAL, its write and sync time, full-page images, checkpoints, the load's wait events,
     its lock waits on a backfill session, CPU seconds per kind of server process)."""
-    lines = ["| backfill | rows | during | p50 / p99 ms | WAL MB | WAL write / sync ms | FPIs | checkpoints | "
-             "load waits (share of samples) | lock waits on the backfill | CPU s |",
-             "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | ---: | --- |"]
+    lines = ["| backfill | rows | during | p50 / p99 ms | p99 alone right before, ms | WAL MB | WAL write / sync ms | "
+             "FPIs | checkpoints | load waits (share of samples) | lock waits on the backfill | CPU s |",
+             "| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- |"]
     for s in scenarios:
         windows = [("alone", s["foreground_ms"]["alone"])] + [
             (m, w[0]) for m, w in s["foreground_ms"].items() if m != "alone" and w]
@@ -217,6 +218,7 @@ def foreground_table(scenarios: list[dict]) -> str:
             wal = window.get("wal_bytes")
             lines.append(f"| {s['backfill']} | {s['rows']:,} | {LABELS.get(label, label)} | "
                          f"{latency.get('p50_ms', '-')} / {latency.get('p99_ms', '-')} | "
+                         f"{latency.get('paired_alone_p99_ms') or '-'} | "
                          f"{round(wal / 1e6, 1) if wal is not None else '-'} | "
                          f"{window.get('wal_write_ms', '-')} / {window.get('wal_sync_ms', '-')} | "
                          f"{window.get('full_page_images', '-')} | {window.get('checkpoints', '-')} | "

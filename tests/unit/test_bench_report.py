@@ -81,6 +81,21 @@ def test_foreground_and_batch_latency_targets() -> None:
     assert _reached(targets.evaluate([_scenario(1_000_000, 20, 20, 20, during_ms=6.1)]), "foreground") == [False]
 
 
+def test_the_foreground_target_takes_the_window_alone_right_before_each_run_window() -> None:
+    """A paired window: 6 ms beside the run is 1.5x its own 4 ms alone right before, whatever
+    the load did alone at the start (2 ms); the worst pair counts."""
+    scenario = _scenario(1_000_000, 20, 20, 20, during_ms=6.0, alone_ms=2.0)
+    scenario["foreground_ms"]["worker_defaults"] = [{"p99_ms": 6.0, "paired_alone_p99_ms": 4.0}]
+    [target] = [t for t in targets.evaluate([scenario]) if "foreground" in t["target"]]
+    assert target["reached"] is True
+    assert target["detail"] == "6.0 ms vs 4.0 ms alone right before (1.50x); 2.0 ms alone at the start"
+    scenario["foreground_ms"]["worker_defaults"].append({"p99_ms": 5.0, "paired_alone_p99_ms": 2.5})
+    [target] = [t for t in targets.evaluate([scenario]) if "foreground" in t["target"]]
+    assert target["reached"] is False and target["detail"].startswith("5.0 ms vs 2.5 ms")
+    table = report.foreground_table([scenario])
+    assert "| p99 alone right before, ms |" in table and "| - / 6.0 | 4.0 |" in table
+
+
 def test_size_targets_compare_the_largest_size_with_the_smallest() -> None:
     small = _scenario(1_000_000, 20, 20, 20, 5, rss=80)
     flat = _scenario(5_000_000, 100, 110, None, 5, rss=85)
