@@ -35,5 +35,8 @@ def test_a_quick_bench_measures_every_method_and_writes_its_results(tmp_path: Pa
     assert methods["worker_sleep0"]["outside_batch_ms_median"] is not None
     assert scenario["foreground_ms"]["alone"]["transactions"] > 0
     assert isinstance(scenario["foreground_ms"]["alone"]["autovacuums"], int)
+    during = {m: w[0] for m, w in scenario["foreground_ms"].items() if m != "alone"}
+    assert set(during) == {"worker_sleep0", "worker_physical", "worker_defaults"}
+    assert all(w["paired_alone_p99_ms"] > 0 for w in during.values()), during  # each window has its own yardstick
     assert (tmp_path / "throughput.png").stat().st_size > 10_000
     assert (REPO / "README.md").read_text() == readme
