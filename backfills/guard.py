@@ -7,8 +7,9 @@ over the same measured while the run was idle. The guard has three levels: `CONT
 While slowed, the run sleeps after each batch for `nice` times the batch's own time, so
 it spends `1 / (1 + nice)` of its time in batches, and its batches shrink as `nice` grows
 (half size at `NICE_START`, a 64th at `NICE_MAX`), so that one request of the application
-meets at most one small batch's WAL and CPU (the README says what was and was not measured). A reading at or above the ratio slows
-the run (`nice` from `NICE_START`), and each one after doubles `nice` up to `NICE_MAX`;
+meets at most one small batch's WAL and CPU (the README says what was and was not
+measured). A reading at or above the ratio slows the run (`nice` from `NICE_START`), and
+each one after doubles `nice` up to `NICE_MAX`;
 a reading at or above the pause threshold pauses a slowed run. After `CALM_READINGS`
 calm readings in a row the guard steps back: from a pause to the slowest pace, then
 halving `nice` until it is below `NICE_START`, and the run continues. So the run comes

@@ -320,8 +320,8 @@ def run(args: argparse.Namespace) -> None:
                 results["minutes"] = round((time.time() - started) / 60, 1)
                 write_results(out, results, scenarios)
             if rows == sizes[0] and args.heavy_load != "none":
-                write_heavy(out, args.server, heavy_load(srv, template, args.heavy_load, keys, rows, heavy_seconds,
-                                                                settle_seconds))
+                found = heavy_load(srv, template, args.heavy_load, keys, rows, heavy_seconds, settle_seconds)
+                write_heavy(out, args.server, found)
             if rows == sizes[0] and not args.heavy_load_only:
                 results["partitions"] = partitions(srv, template)
             drop_database(srv.admin_url, template)

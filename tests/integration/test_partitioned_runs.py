@@ -44,7 +44,8 @@ def test_a_partitioned_run_changes_every_row_once_including_rows_added_beyond_th
     with engine.connect() as conn:
         bounds = read_bounds(conn, definition, read_key_columns(conn, definition), 3)
     store = RunStore(engine)
-    run = store.create("aois_status", RunOptions(batch_size=500, sleep=0, partitions=3, max_latency_ratio=0), parts=part_ranges(bounds))
+    run = store.create("aois_status", RunOptions(batch_size=500, sleep=0, partitions=3, max_latency_ratio=0),
+                       parts=part_ranges(bounds))
     assert len(run.parts) == 3
     runner = slice_runner(engine, redis_client, namespace, slice_seconds=0.2)
     with engine.begin() as conn:   # rows whose keys sort after the last boundary, added as the run starts

@@ -130,7 +130,8 @@ def test_the_guard_keeps_its_level_and_pace_across_slices(redis_client: Any, nam
     ctx: Any = SimpleNamespace(part=1)
 
     def hook() -> ForegroundGuardHook:
-        return ForegroundGuardHook(lambda c: None, control, lambda: True, lambda: 0.0)  # type: ignore[arg-type,return-value]
+        return ForegroundGuardHook(lambda c: None, control, lambda: True,  # type: ignore[arg-type,return-value]
+                                   lambda: 0.0)
 
     first = hook()
     first._load(ctx)
