@@ -133,6 +133,12 @@ class BatchExecutor:
         self.run_id = run_id
         self.part = part
 
+    def commits_own_transactions(self, size: int, per_transaction: int) -> bool:
+        """Whether one `run` of `size` rows commits in transactions of at most
+        `per_transaction` rows by itself (a striped block range); False: the caller splits
+        a batch into sub-batches, one `run` each."""
+        return False
+
     def begin_batch(self, conn: sa.Connection, timeouts: Timeouts) -> None:
         """SET LOCAL the batch's timeouts, application_name and row-level-security scope, and
         JIT off: a batch is planned as the few thousand rows it is, but a definition whose

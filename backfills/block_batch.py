@@ -3,21 +3,27 @@
 Like the keyset executor, a batch is one transaction with the run's timeouts and scope;
 the number of blocks per batch follows the measured rows per block so that a batch
 holds about the asked-for number of rows. The end of the part is the relation's size
-read again before every batch (the table grows), or the part's fixed upper block. A
-batch that fails on data is bisected over the keys of its rows (never their ctids): good
-rows commit, each bad row is recorded by its key, then the cursor moves past the range.
+read again before every batch (the table grows), or the part's fixed upper block. With
+`stripes` above 1 (`backfills.stripes`), a range is changed in that many transactions,
+one per stripe of its line pointers, so that the rows' new versions can stay on their
+pages; the last stripe moves the cursor, the ones before it only the counters, so a
+range cut short by a crash is done again from its first stripe (the rows done no longer
+need the backfill). A batch that fails on data is bisected over the keys of its rows
+(never their ctids): good rows commit, each bad row is recorded by its key, then the
+cursor moves past the range.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, error_text
+from backfills.batch import BatchExecutor, BatchResult, LostRace, Timeouts, error_text, is_data_error
 from backfills.bisect import isolate_failures
 from backfills.blocks import BlockSql, build_blocks, tid
 from backfills.definition import Backfill
@@ -34,12 +40,17 @@ class BlockExecutor(BatchExecutor):
     None: to the end of the relation, read again before each batch)."""
 
     def __init__(self, engine: sa.Engine, definition: Backfill, key: Sequence[KeyColumn], scope: Scope,
-                 run_id: str, part: int, lower: int = 0, upper: int | None = None) -> None:
+                 run_id: str, part: int, lower: int = 0, upper: int | None = None, stripes: int = 1) -> None:
         super().__init__(engine, definition, key, Scope(tenant=scope.tenant), run_id, part)
+        if stripes < 1:
+            raise ValueError(f"stripes must be at least 1, got {stripes}")
+        self.stripes = stripes
+        self.range_stripes = stripes  # this range's: more when its transactions must be smaller
         self.blocks: BlockSql = build_blocks(definition, tuple(key), scope.tenant)
         self.lower = lower
         self.upper = upper
         self.rows_per_block: float | None = None
+        self.table_density: float | None = None  # the planner's, read before the first batch
         self.last_blocks: int | None = None
         self._range: tuple[int, int] = (lower, lower)
 
@@ -63,10 +74,55 @@ class BlockExecutor(BatchExecutor):
         if lo >= end:
             return None
         if self.last_blocks is None:  # no batch measured yet: the planner's estimate
-            self.rows_per_block = conn.execute(sa.text(self.blocks.density())).scalar()
-        hi = min(end, lo + next_block_count(limit, self.rows_per_block, self.last_blocks))
+            self.rows_per_block = self.table_density = conn.execute(sa.text(self.blocks.density())).scalar()
+        hi = min(end, lo + next_block_count(limit, self.rows_per_block, self.last_blocks, self.table_density))
         self._range = (lo, hi)
         return sa.text(self.blocks.batch()), self._params(cursor, lo, hi)
+
+    def commits_own_transactions(self, size: int, per_transaction: int) -> bool:
+        """A striped executor takes a whole batch's range at once and commits it in stripes of
+        at most `per_transaction` rows: `stripes` of them, or more for smaller transactions
+        (the guard's 1,000-row sub-batches of a 10,000-row batch: ten stripes)."""
+        if self.stripes == 1:
+            return False
+        self.range_stripes = max(self.stripes, math.ceil(size / max(1, per_transaction)))
+        return True
+
+    def run(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, opens: bool = True) -> BatchResult:
+        """The next block range after `cursor`, in one transaction or one per stripe."""
+        if self.stripes == 1:
+            return super().run(cursor, limit, timeouts, opens)
+        started = time.monotonic()
+        done: list[sa.Row[Any]] = []
+        try:
+            for stripe in range(self.range_stripes):
+                row = self._run_stripe(cursor, limit, timeouts, stripe, opens and not done)
+                if row is None:
+                    return BatchResult(None, 0, 0, 0, time.monotonic() - started)
+                done.append(row)
+        except sa.exc.DBAPIError as exc:
+            if not is_data_error(exc):
+                raise
+            split = self._bisect_range(cursor, timeouts, exc, started, opens and not done)
+            return BatchResult(split.last_key, split.scanned, split.changed + sum(r.changed for r in done),
+                               split.rejected + sum(r.rejected for r in done), split.seconds, split=True,
+                               skipped=split.skipped + sum(r.skipped for r in done))
+        self._committed(done[-1])
+        return BatchResult(list(done[-1].last_key), done[-1].scanned, sum(r.changed for r in done),
+                           sum(r.rejected for r in done), time.monotonic() - started,
+                           skipped=sum(r.skipped for r in done))
+
+    def _run_stripe(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, stripe: int,
+                    opens: bool) -> sa.Row[Any] | None:
+        """One stripe in its own transaction (the first one sizes the range); None: no range left."""
+        last = stripe == self.range_stripes - 1
+        with self.engine.begin() as conn:
+            self.begin_batch(conn, timeouts)
+            if stripe == 0 and self.next_statement(conn, cursor, limit) is None:
+                return None
+            sql = self.blocks.batch(striped=True) if last else self.blocks.stripe()
+            return self._fenced(conn, sql, {**self._params(cursor, *self._range), "opens": int(opens),
+                                            "stripes": self.range_stripes, "stripe": stripe})
 
     def _learn(self, scanned: int) -> None:
         lo, hi = self._range
@@ -78,7 +134,7 @@ class BlockExecutor(BatchExecutor):
 
     def _bisect(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, error: BaseException,
                 started: float) -> BatchResult:
-        return self._bisect_range(cursor, timeouts, error, started)
+        return self._bisect_range(cursor, timeouts, error, started, opens=True)
 
     def _fenced(self, conn: sa.Connection, sql: str, params: dict[str, object]) -> sa.Row[Any]:
         row = conn.execute(sa.text(sql), params).first()
@@ -87,9 +143,9 @@ class BlockExecutor(BatchExecutor):
         return row
 
     def _bisect_range(self, cursor: list[str] | None, timeouts: Timeouts, error: BaseException,
-                      started: float) -> BatchResult:
+                      started: float, opens: bool) -> BatchResult:
         lo, hi = self._range
-        params = self._params(cursor, lo, hi)
+        params = {**self._params(cursor, lo, hi), "opens": int(opens)}
         with self.engine.begin() as conn:
             self.begin_batch(conn, timeouts)
             keys = [[str(v) for v in r] for r in conn.execute(sa.text(self.blocks.keys()), params)]

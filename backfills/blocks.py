@@ -18,6 +18,8 @@ from backfills.keyset import KeyColumn, row_locking
 __all__ = ["BlockSql", "build_blocks", "tid"]
 
 _IN_RANGE = "{a}.ctid >= CAST(:lo_tid AS tid) AND {a}.ctid < CAST(:hi_tid AS tid)"
+# one stripe of the range: the rows whose line pointer number is `:stripe` modulo `:stripes`
+_IN_STRIPE = "((t.ctid::text::point)[1])::int % CAST(:stripes AS int) = CAST(:stripe AS int)"
 
 
 def tid(block: int) -> str:
@@ -48,10 +50,20 @@ class BlockSql:
         where = " AND ".join([_IN_RANGE.format(a="s"), *self._scope("s")])
         return f"(SELECT count(*) FROM {self.definition.qualified_table} s WHERE {where})"
 
-    def batch(self) -> str:
-        """The batch statement over blocks [`:lo_tid`, `:hi_tid`); the cursor becomes `:hi`."""
+    def batch(self, striped: bool = False) -> str:
+        """The batch statement over blocks [`:lo_tid`, `:hi_tid`); the cursor becomes `:hi`.
+        `striped`: only the range's last stripe (`:stripe` of `:stripes`, see
+        `backfills.stripes`), which counts the range's rows and moves the cursor."""
+        rows = _IN_RANGE.format(a="t") + (f" AND {_IN_STRIPE}" if striped else "")
         rng = RangeSql(bounds=f"SELECT CAST(:hi AS text) AS hi, {self._counted()} AS scanned",
-                       rows=_IN_RANGE.format(a="t"), cursor="jsonb_build_array(b.hi)")
+                       rows=rows, cursor="jsonb_build_array(b.hi)")
+        return update_batch(self.definition, row_locking(self.definition, self.key), self._scope("t"), rng)
+
+    def stripe(self) -> str:
+        """One stripe of the block range before its last: its rows changed and counted, the
+        cursor left where it is (the range is done when its last stripe commits)."""
+        rng = RangeSql(bounds="SELECT CAST(0 AS bigint) AS scanned", rows=f"{_IN_RANGE.format(a='t')} AND {_IN_STRIPE}",
+                       cursor="CAST(:expected AS jsonb)")
         return update_batch(self.definition, row_locking(self.definition, self.key), self._scope("t"), rng)
 
     def chunk(self) -> str:
@@ -75,7 +87,8 @@ class BlockSql:
     def advance(self) -> str:
         """After a bisected range: the cursor to `:hi` and `:scanned` rows counted as scanned."""
         return """UPDATE backfill.progress p SET cursor = jsonb_build_array(CAST(:hi AS text)),
-    rows_scanned = p.rows_scanned + CAST(:scanned AS bigint), batches = p.batches + 1, updated_at = now()
+    rows_scanned = p.rows_scanned + CAST(:scanned AS bigint), batches = p.batches + CAST(:opens AS int),
+    updated_at = now()
 WHERE p.run_id = CAST(:run_id AS uuid) AND p.part = :part
     AND p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)
 RETURNING 1"""

@@ -41,6 +41,7 @@ from backfills.revisit import PAUSE_SECONDS as REVISIT_PAUSE
 from backfills.revisit import Step, next_step, revisit_pass
 from backfills.runs import Progress, Run, RunStore
 from backfills.states import RunState
+from backfills.stripes import read_indexed_columns, stripe_count
 from backfills.sub_batches import combine, sub_batch_limits
 from backfills.throttle_time import ThrottleTimeStore
 
@@ -191,12 +192,15 @@ class SliceRunner:
         progress = run.parts[part]
         with self.engine.connect() as conn:
             key = read_key_columns(conn, definition)
+            indexed = read_indexed_columns(conn, definition) if run.order == "physical" else set()
         if run.parent_run_id is not None and definition.into is None:
             scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id)
             return ErrorKeysExecutor(self.engine, definition, key, scope, run.id, part)
         if run.order == "physical":
             lower, upper = block_bounds(progress)
-            return BlockExecutor(self.engine, definition, key, Scope(tenant=run.tenant), run.id, part, lower, upper)
+            stripes = stripe_count(definition.kind, definition.sets, indexed)
+            return BlockExecutor(self.engine, definition, key, Scope(tenant=run.tenant), run.id, part, lower, upper,
+                                 stripes)
         scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id,
                       upper=tuple(progress.upper_key) if progress.upper_key else None)
         return BatchExecutor(self.engine, definition, key, scope, run.id, part)
@@ -224,11 +228,14 @@ class SliceRunner:
 
     def _batch(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
                control: RunControl) -> BatchResult | None:
-        """One batch as its sub-batches, each committed (and retried) on its own; None when
-        the lease was lost. The cursor and counters move with every sub-batch."""
+        """One batch as its sub-batches, each committed (and retried) on its own, or as one
+        striped block range that commits its stripes itself; None when the lease was lost.
+        The counters move with every transaction, the cursor with every sub-batch or range."""
         done: list[BatchResult] = []
         size = ctx.effective_batch_size
-        for limit in sub_batch_limits(size, ctx.options.rows_per_transaction(size)):
+        per_transaction = ctx.options.rows_per_transaction(size)
+        whole = executor.commits_own_transactions(size, per_transaction)
+        for limit in [size] if whole else sub_batch_limits(size, per_transaction):
             opens = not done
             # a retry after a statement timeout runs the smaller size the timeout left
             result = self._with_retries(

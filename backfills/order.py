@@ -113,14 +113,25 @@ def block_parts(blocks: int, parts: int) -> list[tuple[list[str] | None, list[st
 
 
 MAX_ROWS_PER_BLOCK = 291  # MaxHeapTuplesPerPage for 8 kB blocks
+EMPTY_STRETCH_LIMIT = 8  # a batch after empty ones spans at most this many times a batch's blocks at the table's density
 
 
-def next_block_count(rows: int, rows_per_block: float | None, previous: int | None) -> int:
-    """Blocks for a batch of about `rows` rows at `rows_per_block` (estimated or measured);
-    at most twice the previous batch's blocks, so a sparse stretch cannot make one batch
-    of the dense stretch after it huge. With no density known (a table never analyzed), a
-    block is taken to be as full as a heap block can be, so the first batch is small, never
-    huge, and the measured density sizes the next ones."""
+def next_block_count(rows: int, rows_per_block: float | None, previous: int | None,
+                     table_density: float | None = None) -> int:
+    """Blocks for a batch of about `rows` rows at `rows_per_block` (measured by the batch
+    before, or estimated); at most twice the previous batch's blocks, so a sparse stretch
+    cannot make one batch of the dense stretch after it huge. With no density known (a
+    table never analyzed), a block is taken to be as full as a heap block can be, so the
+    first batch is small, never huge, and the measured density sizes the next ones.
+
+    After a batch that found no row (`rows_per_block` None, `previous` set: dead versions
+    left behind by updates, deleted rows), the next one spans twice the blocks, up to
+    `EMPTY_STRETCH_LIMIT` times a batch's blocks at the table's density (`table_density`,
+    the planner's; a full block when unknown): an empty stretch is crossed in a few
+    batches, and a dense one right after it makes a batch of bounded size."""
+    if rows_per_block is None and previous is not None:
+        density = table_density if table_density and table_density > 0 else MAX_ROWS_PER_BLOCK
+        return max(1, min(previous * 2, math.ceil(rows / density) * EMPTY_STRETCH_LIMIT))
     density = rows_per_block if rows_per_block and rows_per_block > 0 else MAX_ROWS_PER_BLOCK
     blocks = max(1, math.ceil(rows / density))
     if previous is not None:

@@ -25,6 +25,7 @@ from backfills.keyset import Scope
 from backfills.order import CLOSING_PASS_LIMIT, block_parts
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
+from backfills.stripes import HOT_STRIPES, read_indexed_columns, stripe_count
 from tests.support.engine_helpers import TIMEOUTS, drain, execute, new_run, registry_of, rows, scalar
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -105,12 +106,14 @@ def test_every_shipped_backfill_plans_its_physical_batch_as_a_tid_range_scan(eng
 
 # -- every row once, sized batches ---------------------------------------------------------
 
-def test_block_batches_visit_every_row_once_in_batches_of_about_the_batch_size(engine: sa.Engine) -> None:
+@pytest.mark.parametrize("stripes", [1, HOT_STRIPES])
+def test_block_batches_visit_every_row_once_in_batches_of_about_the_batch_size(engine: sa.Engine,
+                                                                               stripes: int) -> None:
     table, definition = _things(engine, 20_000)
     run_id = _physical_run(engine, definition, 1000)
     with engine.connect() as conn:
         key = read_key_columns(conn, definition)
-    results = list(drain(BlockExecutor(engine, definition, key, Scope(), run_id, 0), 1000))
+    results = list(drain(BlockExecutor(engine, definition, key, Scope(), run_id, 0, stripes=stripes), 1000))
     assert scalar(engine, f"SELECT count(*) FROM {table} WHERE visits <> 1") == 0
     scanned = sum(r.scanned for r in results)  # and the new versions of rows done, read again at the end
     assert sum(r.changed for r in results) == 20_000 and 20_000 <= scanned <= 40_000
@@ -125,7 +128,7 @@ def test_block_batches_visit_every_row_once_in_batches_of_about_the_batch_size(e
 
 # -- bisection -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_bisection_isolates_exactly_the_bad_rows_of_a_block_range(engine: sa.Engine, seed: int) -> None:
     rng = random.Random(seed)
     n = rng.randint(50, 1500)
@@ -134,7 +137,8 @@ def test_bisection_isolates_exactly_the_bad_rows_of_a_block_range(engine: sa.Eng
     run_id = _physical_run(engine, definition, rng.choice([7, 64, 500, 5000]))
     with engine.connect() as conn:
         key = read_key_columns(conn, definition)
-    results = list(drain(BlockExecutor(engine, definition, key, Scope(), run_id, 0), rng.choice([7, 64, 500])))
+    executor = BlockExecutor(engine, definition, key, Scope(), run_id, 0, stripes=[1, HOT_STRIPES][seed % 2])
+    results = list(drain(executor, rng.choice([7, 64, 500])))
     errors = rows(engine, "SELECT key, error FROM backfill.row_errors WHERE run_id = CAST(:r AS uuid)", r=run_id)
     bad_ids = {r.id for r in rows(engine, f"SELECT id::text AS id FROM {table} WHERE n < 0")}
     assert {e.key[0] for e in errors} == bad_ids and len(errors) == len(bad)
@@ -146,6 +150,54 @@ def test_bisection_isolates_exactly_the_bad_rows_of_a_block_range(engine: sa.Eng
     assert (progress.rows_processed, progress.row_errors) == (n - len(bad), len(bad))
     assert progress.rows_scanned == sum(r.scanned for r in results) >= n
     assert any(r.split for r in results)
+
+
+# -- stripes -------------------------------------------------------------------------------
+
+def test_a_range_cut_short_between_its_stripes_is_done_again_from_the_first_with_exact_counters(
+        engine: sa.Engine) -> None:
+    table, definition = _things(engine, 3000)
+    run_id = _physical_run(engine, definition, 1000)
+    with engine.connect() as conn:
+        key = read_key_columns(conn, definition)
+    cut = BlockExecutor(engine, definition, key, Scope(), run_id, 0, stripes=HOT_STRIPES)
+    first = cut._run_stripe(None, 1000, TIMEOUTS, 0, opens=True)  # then the worker dies
+    assert first is not None and 0 < first.changed < 1000
+    progress = rows(engine, "SELECT rows_processed, cursor FROM backfill.progress WHERE run_id = CAST(:r AS uuid)",
+                    r=run_id)[0]
+    assert (progress.rows_processed, progress.cursor) == (first.changed, None)  # counted; the range not passed
+    again = list(drain(BlockExecutor(engine, definition, key, Scope(), run_id, 0, stripes=HOT_STRIPES), 1000))
+    assert sum(r.changed for r in again) + first.changed == 3000
+    assert scalar(engine, f"SELECT count(*) FROM {table} WHERE x IS NULL OR visits <> 1") == 0
+    assert scalar(engine, "SELECT rows_processed FROM backfill.progress WHERE run_id = CAST(:r AS uuid)",
+                  r=run_id) == 3000
+
+
+def test_updates_of_striped_ranges_mostly_stay_on_their_pages(engine: sa.Engine) -> None:
+    table, definition = _things(engine, 20_000)
+    pages = scalar(engine, f"SELECT pg_relation_size('{table}') / 8192")
+    run_id = _physical_run(engine, definition, 2000)
+    with engine.connect() as conn:
+        key = read_key_columns(conn, definition)
+    list(drain(BlockExecutor(engine, definition, key, Scope(), run_id, 0, stripes=HOT_STRIPES), 2000))
+    assert scalar(engine, f"SELECT count(*) FROM {table} WHERE x IS NULL OR visits <> 1") == 0
+    # in one transaction per range every row would move: the table would double
+    assert scalar(engine, f"SELECT pg_relation_size('{table}') / 8192") < 1.6 * pages
+
+
+def test_the_indexed_columns_include_expressions_and_predicates(engine: sa.Engine) -> None:
+    table, definition = _things(engine, 10)
+    assert stripe_count("update", definition.sets, read_indexed_columns_of(engine, definition)) == HOT_STRIPES
+    execute(engine, f"CREATE INDEX ON {table} ((visits * 2))")
+    assert read_indexed_columns_of(engine, definition) == {"id", "visits"}
+    execute(engine, f"DROP INDEX {table}_expr_idx", f"CREATE INDEX ON {table} (n) WHERE x > 0")
+    assert read_indexed_columns_of(engine, definition) == {"id", "n", "x"}
+    assert stripe_count("update", definition.sets, read_indexed_columns_of(engine, definition)) == 1
+
+
+def read_indexed_columns_of(engine: sa.Engine, definition: Backfill) -> set[str]:
+    with engine.connect() as conn:
+        return read_indexed_columns(conn, definition)
 
 
 # -- closing passes ------------------------------------------------------------------------

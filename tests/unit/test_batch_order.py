@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from backfills.blocks import build_blocks, tid
 from backfills.definition import Backfill
 from backfills.keyset import KeyColumn
+from backfills.stripes import HOT_STRIPES, stripe_count
 from backfills.order import (CLOSING_PASS_LIMIT, OrderReadings, OrderUnavailable, PassDecision, block_parts,
                              block_ranges, choose_order, closing_decision, next_block_count)
 
@@ -84,6 +85,17 @@ def test_a_batch_spans_enough_blocks_for_its_rows_and_grows_at_most_twofold(
     assert next_block_count(rows, None, None) == -(-rows // 291)  # no density known: blocks as full as can be
 
 
+def test_after_empty_batches_the_range_doubles_up_to_a_bound_at_the_tables_density() -> None:
+    sizes, previous = [], 35
+    for _ in range(8):  # batches over dead versions: none found a row
+        previous = next_block_count(10_000, None, previous, table_density=66.0)
+        sizes.append(previous)
+    assert sizes == [70, 140, 280, 560, 1120, 1216, 1216, 1216]  # 152 blocks a batch at 66 rows a block, 8x
+    assert next_block_count(10_000, None, 100, table_density=None) == 200
+    assert next_block_count(10_000, None, 300, table_density=None) == 35 * 8  # unknown density: full blocks
+    assert next_block_count(10_000, 66.0, 1216, table_density=66.0) == 152  # a dense stretch again: its own size
+
+
 def test_closing_passes_until_one_finds_nothing_bounded_by_the_limit() -> None:
     assert closing_decision(0, 0) is PassDecision.FINISH
     assert closing_decision(10, 0) is PassDecision.AGAIN
@@ -104,6 +116,27 @@ def test_block_batch_sql_binds_the_block_range_and_keeps_the_action() -> None:
     assert "cursor = CAST(:expected AS jsonb)" in chunk and "ctid" not in sql.keys().split("ORDER BY")[0].split(
         "WHERE")[0]
     assert tid(42) == "(42,0)"
+
+
+def test_stripe_statements_take_every_nth_line_pointer_and_only_the_last_moves_the_cursor() -> None:
+    sql = build_blocks(DEFN, (KeyColumn("id", "uuid"),))
+    stripe_filter = "((t.ctid::text::point)[1])::int % CAST(:stripes AS int) = CAST(:stripe AS int)"
+    assert stripe_filter not in sql.batch()
+    last, before = sql.batch(striped=True), sql.stripe()
+    for statement in (last, before):  # the locked, changed and skipped rows are the stripe's
+        assert statement.count(stripe_filter) == 3 and "t.ctid >= CAST(:lo_tid AS tid)" in statement
+    assert "cursor = jsonb_build_array(b.hi)" in last and "AS scanned" in last.split("locked AS")[0]
+    assert "cursor = CAST(:expected AS jsonb)" in before and "CAST(0 AS bigint) AS scanned" in before
+
+
+@pytest.mark.parametrize(("kind", "sets", "indexed", "stripes"), [
+    ("update", {"x"}, {"id", "y"}, HOT_STRIPES),  # nothing it sets is indexed: HOT can work
+    ("update", {"x", "y"}, {"id", "y"}, 1),  # an indexed column changes: every update adds index entries
+    ("copy", set(), {"id"}, 1),  # rows inserted elsewhere
+])
+def test_ranges_are_striped_only_where_updates_can_stay_on_their_page(
+        kind: str, sets: set[str], indexed: set[str], stripes: int) -> None:
+    assert stripe_count(kind, sets, indexed) == stripes
     with pytest.raises(ValueError, match="cannot be scoped to a tenant"):
         build_blocks(Backfill(name="n", table="t", description="d", needs="true", sets={"x": "1"}),
                      (KeyColumn("id", "uuid"),), tenant="0b9c5a34-1111-4222-8333-444455556666")
