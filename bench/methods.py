@@ -22,6 +22,7 @@ from backfills.block_batch import BlockExecutor
 from backfills.keyset import Scope
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
+from backfills.stripes import read_indexed_columns, stripe_count
 from bench import harness
 from core.db import create_db_engine
 from core.settings import Settings
@@ -167,15 +168,17 @@ def key_order_only(backfill: str) -> bool:
     return Registry.discover().get(backfill).kind == "copy"
 
 def bare_loop(url: str, backfill: str, batch_size: int = 10_000, physical: bool = False) -> Measurement:
-    """The batch statement alone, in a loop (key ranges, or block ranges when `physical`):
-    what the framework adds is measured against this."""
+    """The batch statement alone, in a loop (key ranges, or block ranges when `physical`,
+    striped as the worker stripes them): what the framework adds is measured against this."""
     engine = create_db_engine(url)
     definition = Registry.discover().get(backfill)
     order = "physical" if physical else "key"
     run = RunStore(engine).create(backfill, RunOptions(batch_size=batch_size, sleep=0, order=order), order=order)
     with engine.connect() as conn:
         key = read_key_columns(conn, definition)
-    executor = (BlockExecutor if physical else BatchExecutor)(engine, definition, key, Scope(), run.id, 0)
+        stripes = stripe_count(definition.kind, definition.sets, read_indexed_columns(conn, definition))
+    executor = (BlockExecutor(engine, definition, key, Scope(), run.id, 0, stripes=stripes) if physical
+                else BatchExecutor(engine, definition, key, Scope(), run.id, 0))
     durations: list[float] = []
     rows, cursor = 0, None
     started = time.perf_counter()
