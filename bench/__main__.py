@@ -2,6 +2,7 @@
 
     python -m bench [--sizes 1000000,5000000] [--reps 3 | --reps 3,1] [--runbook-reps 1] [--backfills a,b] [--quick]
                     [--server embedded | --server production --pg-bin /usr/lib/postgresql/15/bin]
+                    [--methods worker_sleep0,worker_physical,worker_defaults] [--foreground-reps 1]
 
 `--reps` is one count for every size, or one per size. `--server production` runs the
 PostgreSQL binaries of `--pg-bin` (default BACKFILL_PG_BIN) with a managed service's
@@ -11,7 +12,11 @@ Writes bench/results/bench.json (`bench-production.json` for the production serv
 rewritten after every scenario, so a long run that is stopped still leaves what it
 measured), the heavy-load windows (bench.heavy) in `heavy-load.json` (or
 `heavy-load-production.json`), a throughput plot, and the README section from every
-server's results. `--heavy-load-only` measures the heavy load alone.
+server's results. `--heavy-load-only` measures the heavy load alone. `--methods` picks the
+worker's methods (the plain UPDATE always runs: every ratio is against it), and
+`--foreground-reps` how many repetitions measure the foreground load beside them: e.g.
+`--methods worker_defaults --foreground-reps 3 --reps 3` judges the defaults' p99 on three
+paired windows per backfill.
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ class Extras:
     bare_loop: bool  # the batch statement alone, to price the framework per batch
     foreground_seconds: float = FOREGROUND_SECONDS  # the longest load window
     settle_seconds: float = GUARD_SETTLE_SECONDS  # with the guard on, the load starts this long after the enqueue
+    methods: tuple[str, ...] = tuple(m for m, _, _ in WORKER_METHODS)  # the worker's methods to run
 
 
 def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int, extras: Extras) -> dict[str, object]:
@@ -134,7 +140,7 @@ def one_repetition(srv: harness.Servers, template: str, backfill: str, keys: int
         out["bare_keyset_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill))
         out["bare_block_loop"] = on_copy(srv, template, lambda url, db: methods.bare_loop(url, backfill, physical=True))
     for method, options, sleep in WORKER_METHODS:
-        if method == "worker_physical" and methods.key_order_only(backfill):
+        if method not in extras.methods or (method == "worker_physical" and methods.key_order_only(backfill)):
             continue
         result: Measurement = on_copy(srv, template, lambda url, db, o=options, m=method, s=sleep: methods.worker_run(
             settings_for(srv, db), backfill, o, m, s))  # type: ignore[assignment]
@@ -164,16 +170,16 @@ def runbook_due(repetition: int, runbook_reps: int, outcomes: list[str]) -> bool
 
 
 def scenario(srv: harness.Servers, template: str, backfill: str, rows: int, keys: int, reps: int,
-             runbook_reps: int, bare_loop: bool, alone: foreground.Latency,
-             foreground_seconds: float = FOREGROUND_SECONDS,
-             settle_seconds: float = GUARD_SETTLE_SECONDS) -> dict[str, object]:
+             runbook_reps: int, bare_loop: bool, alone: foreground.Latency, plan: Extras,
+             foreground_reps: int = 1) -> dict[str, object]:
     """`reps` repetitions (the runbook's loop as `runbook_due` says, the foreground load in
-    the first, the bare loop in all or none), summarized per method."""
+    the first `foreground_reps`, the bare loop in all or none; windows and methods as
+    `plan` says), summarized per method."""
     runs: list[dict[str, object]] = []
     outcomes: list[str] = []
     for i in range(reps):
-        extras = Extras(foreground=i == 0, runbook=runbook_due(i, runbook_reps, outcomes), bare_loop=bare_loop,
-                        foreground_seconds=foreground_seconds, settle_seconds=settle_seconds)
+        extras = replace(plan, foreground=i < foreground_reps, runbook=runbook_due(i, runbook_reps, outcomes),
+                         bare_loop=bare_loop)
         runs.append(one_repetition(srv, template, backfill, keys, extras))
         if "runbook_loop" in runs[-1]:
             outcomes.append(runs[-1]["runbook_loop"].outcome)  # type: ignore[attr-defined]
@@ -211,6 +217,16 @@ def repetitions(text: str, sizes: int) -> list[int]:
     if len(counts) != sizes or min(counts) < 1:
         raise SystemExit(f"--reps {text!r}: give one count >= 1, or one per size ({sizes})")
     return counts
+
+
+def worker_methods(text: str) -> tuple[str, ...]:
+    """`--methods`: names from WORKER_METHODS; anything else is refused."""
+    known = [m for m, _, _ in WORKER_METHODS]
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in known]
+    if unknown or not chosen:
+        raise SystemExit(f"--methods {text!r}: choose from {', '.join(known)}")
+    return chosen
 
 
 def bare_loop_sizes(text: str, sizes: list[int]) -> set[int]:
@@ -263,6 +279,11 @@ def main() -> None:
                         help="sizes at which the bare keyset loop runs: 'smallest' (default), 'all', or a list; "
                              "it prices the framework per batch, which does not grow with the table")
     parser.add_argument("--backfills", default=",".join(BACKFILLS))
+    parser.add_argument("--methods", default=",".join(m for m, _, _ in WORKER_METHODS),
+                        help="the worker's methods beside the plain UPDATE (default all: "
+                             + ", ".join(m for m, _, _ in WORKER_METHODS) + ")")
+    parser.add_argument("--foreground-reps", type=int, default=1,
+                        help="repetitions that measure the foreground load beside each worker method (default 1)")
     parser.add_argument("--quick", action="store_true", help="20k rows, 1 repetition: checks the bench runs")
     parser.add_argument("--out", default=str(RESULTS), help="where to write results (default bench/results)")
     parser.add_argument("--server", choices=harness.PROFILES, default=os.environ.get("BENCH_SERVER", "embedded"),
@@ -293,6 +314,8 @@ def run(args: argparse.Namespace) -> None:
     foreground_seconds = QUICK_WINDOW_SECONDS if args.quick else FOREGROUND_SECONDS
     heavy_seconds = QUICK_WINDOW_SECONDS if args.quick else heavy.WINDOW_SECONDS
     settle_seconds = 0.0 if args.quick else GUARD_SETTLE_SECONDS
+    plan = Extras(foreground=True, runbook=False, bare_loop=False, foreground_seconds=foreground_seconds,
+                  settle_seconds=settle_seconds, methods=worker_methods(args.methods))
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     scenarios: list[dict[str, object]] = []
@@ -302,7 +325,8 @@ def run(args: argparse.Namespace) -> None:
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(), "server": harness.server_settings(srv.admin_url)},
             "sizes": sizes, "repetitions": reps_by_size, "runbook_repetitions": args.runbook_reps,
-            "bare_loop_sizes": sorted(bare_sizes),
+            "bare_loop_sizes": sorted(bare_sizes), "methods": ["plain_update", *plan.methods],
+            "foreground_repetitions": args.foreground_reps,
             "complete": False, "partitions": {},
         }
         for rows in sizes:
@@ -316,7 +340,7 @@ def run(args: argparse.Namespace) -> None:
             for backfill in [] if args.heavy_load_only else args.backfills.split(","):
                 log(f"{backfill} at {rows:,} rows, {reps} repetition(s)")
                 scenarios.append(scenario(srv, template, backfill, rows, keys, reps, args.runbook_reps,
-                                          rows in bare_sizes, alone, foreground_seconds, settle_seconds))
+                                          rows in bare_sizes, alone, plan, args.foreground_reps))
                 results["minutes"] = round((time.time() - started) / 60, 1)
                 write_results(out, results, scenarios)
             if rows == sizes[0] and args.heavy_load != "none":

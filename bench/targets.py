@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 __all__ = ["evaluate", "markdown"]
@@ -51,30 +52,40 @@ def evaluate(scenarios: list[dict]) -> list[dict[str, Any]]:
             if method in m:
                 ratio = m[method]["rows_per_second_median"] / m["plain_update"]["rows_per_second_median"]
                 out.append(_target(f"{name} >= 0.9x (a) rows/s [{label}]", ratio >= 0.9, f"{ratio:.2f}x"))
-        if "bare_keyset_loop" in m:
-            batches = m["worker_sleep0"].get("batches_median") or 1
-            overhead = (m["worker_sleep0"]["seconds_median"] - m["bare_keyset_loop"]["seconds_median"]) / batches
-            out.append(_target(f"framework overhead <= 5 ms/batch [{label}]", overhead <= 0.005,
-                               f"{overhead * 1000:.1f} ms per batch ((c) - bare loop)"))
-        outside = m["worker_sleep0"].get("outside_batch_ms_median")
-        if outside is not None:
-            out.append(_target(f"time outside the batch transaction <= 5 ms/batch, within one run [{label}]",
-                               outside <= 5, f"{outside:.1f} ms per batch (run time - batch transactions - sleeps)"))
-        p99 = m["worker_sleep0"].get("batch_p99_ms_median")
-        out.append(_target(f"batch p99 <= 300 ms at 10k rows [{label}]", p99 is not None and p99 <= 300,
-                           f"{p99} ms"))
-        out.append(_foreground_target(label, s["foreground_ms"]))
+        if "worker_sleep0" in m:
+            out.extend(_key_order_targets(label, m))
+        if s["foreground_ms"].get("worker_defaults"):
+            out.append(_foreground_target(label, s["foreground_ms"]))
     for backfill in sorted({s["backfill"] for s in scenarios}):
         sizes = _by(scenarios, backfill)
         if len(sizes) < 2:
             continue
         small, large = sizes[min(sizes)], sizes[max(sizes)]
         out.extend(_growth(backfill, small, large))
+        if "worker_sleep0" not in small["methods"] or "worker_sleep0" not in large["methods"]:
+            continue
         rss_a = small["methods"]["worker_sleep0"].get("peak_rss_mb_max")
         rss_b = large["methods"]["worker_sleep0"].get("peak_rss_mb_max")
         out.append(_target(f"worker RSS flat in table size [{backfill}]",
                            rss_a is not None and rss_b is not None and rss_b <= rss_a * 1.2 + 10,
                            f"{rss_a} MB -> {rss_b} MB"))
+    return out
+
+
+def _key_order_targets(label: str, m: dict) -> list[dict[str, Any]]:
+    """The framework's overhead and the batch p99, on (c)."""
+    out = []
+    if "bare_keyset_loop" in m:
+        batches = m["worker_sleep0"].get("batches_median") or 1
+        overhead = (m["worker_sleep0"]["seconds_median"] - m["bare_keyset_loop"]["seconds_median"]) / batches
+        out.append(_target(f"framework overhead <= 5 ms/batch [{label}]", overhead <= 0.005,
+                           f"{overhead * 1000:.1f} ms per batch ((c) - bare loop)"))
+    outside = m["worker_sleep0"].get("outside_batch_ms_median")
+    if outside is not None:
+        out.append(_target(f"time outside the batch transaction <= 5 ms/batch, within one run [{label}]",
+                           outside <= 5, f"{outside:.1f} ms per batch (run time - batch transactions - sleeps)"))
+    p99 = m["worker_sleep0"].get("batch_p99_ms_median")
+    out.append(_target(f"batch p99 <= 300 ms at 10k rows [{label}]", p99 is not None and p99 <= 300, f"{p99} ms"))
     return out
 
 
@@ -90,14 +101,22 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def _foreground_target(label: str, foreground_ms: dict) -> dict:
     """The load's p99 beside a default run against the same load alone: the window alone
     right before it on the same copy when measured (paired), else the one at the start.
-    The worst window counts."""
+    One or two windows: the worst counts. Three or more (`--foreground-reps`): the median
+    ratio counts, the worst is shown beside it (on a machine whose WAL flushes swing from
+    minute to minute, one window in three can be an outlier either way)."""
     start = foreground_ms["alone"]["p99_ms"]
     pairs = [(w["p99_ms"], w.get("paired_alone_p99_ms") or start) for w in foreground_ms["worker_defaults"]]
     during, alone = max(pairs, key=lambda p: p[0] / p[1] if p[1] else float("inf"))
     paired = any(w.get("paired_alone_p99_ms") for w in foreground_ms["worker_defaults"])
     yardstick = "alone right before" if paired else "alone"
     detail = f"{during:.1f} ms vs {alone:.1f} ms {yardstick} ({during / alone:.2f}x)" if alone else "-"
+    reached = alone > 0 and during <= 1.5 * alone
+    if len(pairs) >= 3 and all(a > 0 for _, a in pairs):
+        ratios = sorted(d / a for d, a in pairs)
+        median = statistics.median(ratios)
+        detail = f"median {median:.2f}x of {len(pairs)} windows ({', '.join(f'{r:.2f}x' for r in ratios)}); " \
+                 f"worst {detail}"
+        reached = median <= 1.5
     if paired:
         detail += f"; {start:.1f} ms alone at the start"
-    return _target(f"foreground p99 with defaults <= 1.5x alone [{label}]", alone > 0 and during <= 1.5 * alone,
-                   detail)
+    return _target(f"foreground p99 with defaults <= 1.5x alone [{label}]", reached, detail)

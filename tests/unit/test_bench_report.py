@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import report, targets
-from bench.__main__ import bare_loop_sizes, guard_on, repetitions, runbook_due
+from bench.__main__ import bare_loop_sizes, guard_on, repetitions, runbook_due, worker_methods
 from bench.harness import percentile
 from bench.methods import Measurement
 
@@ -96,6 +96,27 @@ def test_the_foreground_target_takes_the_window_alone_right_before_each_run_wind
     assert "| p99 alone right before, ms |" in table and "| - / 6.0 | 4.0 |" in table
 
 
+def test_with_three_windows_or_more_the_median_paired_ratio_is_judged_and_the_worst_shown() -> None:
+    scenario = _scenario(1_000_000, 20, 20, 20, during_ms=6.0, alone_ms=2.0)
+    scenario["foreground_ms"]["worker_defaults"] = [
+        {"p99_ms": 3.0, "paired_alone_p99_ms": 2.5}, {"p99_ms": 30.0, "paired_alone_p99_ms": 3.0},
+        {"p99_ms": 4.0, "paired_alone_p99_ms": 3.0}]
+    [target] = [t for t in targets.evaluate([scenario]) if "foreground" in t["target"]]
+    assert target["reached"] is True  # 1.20x, 1.33x, 10x: the median is 1.33x
+    assert target["detail"].startswith("median 1.33x of 3 windows (1.20x, 1.33x, 10.00x); worst 30.0 ms vs 3.0 ms")
+    scenario["foreground_ms"]["worker_defaults"][0]["p99_ms"] = 5.0  # 2.00x: the median is 2.00x
+    [target] = [t for t in targets.evaluate([scenario]) if "foreground" in t["target"]]
+    assert target["reached"] is False
+
+
+def test_a_bench_of_the_defaults_alone_judges_only_what_it_measured() -> None:
+    scenario = _scenario(1_000_000, 20, 20, None, during_ms=3.0, alone_ms=2.0)
+    del scenario["methods"]["worker_sleep0"]
+    names = [t["target"] for t in targets.evaluate([scenario, {**scenario, "rows": 5_000_000}])]
+    assert any(n.startswith("foreground") for n in names)
+    assert not any(n.startswith(("batch p99", "framework", "time outside", "worker RSS")) for n in names)
+
+
 def test_size_targets_compare_the_largest_size_with_the_smallest() -> None:
     small = _scenario(1_000_000, 20, 20, 20, 5, rss=80)
     flat = _scenario(5_000_000, 100, 110, None, 5, rss=85)
@@ -140,6 +161,11 @@ def test_repetitions_and_bare_loop_sizes_refuse_what_does_not_fit() -> None:
     assert bare_loop_sizes("all", [1, 5]) == {1, 5}
     with pytest.raises(SystemExit):
         bare_loop_sizes("7", [1, 5])
+    assert worker_methods("worker_defaults") == ("worker_defaults",)
+    assert worker_methods("worker_physical, worker_defaults") == ("worker_physical", "worker_defaults")
+    for bad in ("", "worker_fast", "worker_defaults,plain_update"):
+        with pytest.raises(SystemExit):
+            worker_methods(bad)
 
 
 def test_time_outside_the_batches_is_per_batch_and_leaves_out_the_sleeps() -> None:
