@@ -230,7 +230,9 @@ def worker_methods(text: str) -> tuple[str, ...]:
 
 
 def bare_loop_sizes(text: str, sizes: list[int]) -> set[int]:
-    """`smallest`, `all`, or sizes from `sizes`; anything else is refused."""
+    """`smallest`, `all`, `none`, or sizes from `sizes`; anything else is refused."""
+    if text == "none":
+        return set()
     if text == "smallest":
         return {min(sizes)}
     if text == "all":
@@ -276,7 +278,7 @@ def main() -> None:
                         help="repetitions that run the runbook's loop whatever it did before (default 1); "
                              "later ones run it while it finishes (it is capped at about 2x the plain UPDATE)")
     parser.add_argument("--bare-loop-sizes", default=os.environ.get("BENCH_BARE_LOOP_SIZES", "smallest"),
-                        help="sizes at which the bare keyset loop runs: 'smallest' (default), 'all', or a list; "
+                        help="sizes at which the bare loops run: 'smallest' (default), 'all', 'none', or a list; "
                              "it prices the framework per batch, which does not grow with the table")
     parser.add_argument("--backfills", default=",".join(BACKFILLS))
     parser.add_argument("--methods", default=",".join(m for m, _, _ in WORKER_METHODS),

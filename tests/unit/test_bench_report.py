@@ -158,7 +158,7 @@ def test_repetitions_and_bare_loop_sizes_refuse_what_does_not_fit() -> None:
         with pytest.raises(SystemExit):
             repetitions(bad, 2)
     assert bare_loop_sizes("smallest", [5_000_000, 1_000_000]) == {1_000_000}
-    assert bare_loop_sizes("all", [1, 5]) == {1, 5}
+    assert bare_loop_sizes("all", [1, 5]) == {1, 5} and bare_loop_sizes("none", [1, 5]) == set()
     with pytest.raises(SystemExit):
         bare_loop_sizes("7", [1, 5])
     assert worker_methods("worker_defaults") == ("worker_defaults",)
