@@ -53,6 +53,7 @@ class BlockExecutor(BatchExecutor):
         self.table_density: float | None = None  # the planner's, read before the first batch
         self.last_blocks: int | None = None
         self._range: tuple[int, int] = (lower, lower)
+        self._probed: tuple[int, int] = (0, 0)  # the range's rows, and those that need the backfill
 
     def _start(self, cursor: list[str] | None) -> int:
         return int(cursor[0]) if cursor else self.lower
@@ -69,7 +70,9 @@ class BlockExecutor(BatchExecutor):
         return int(conn.execute(sa.text(self.blocks.relation_blocks())).scalar_one())
 
     def next_statement(self, conn: sa.Connection, cursor: list[str] | None, limit: int) -> Statement | None:
-        """The batch statement for about `limit` rows from the cursor's block; None at the end."""
+        """The statement for about `limit` rows from the cursor's block: the batch, or a pass
+        over a range where the probe found no row to do (the closing passes, mostly); None at
+        the end."""
         lo, end = self._start(cursor), self.end_block(conn)
         if lo >= end:
             return None
@@ -77,7 +80,11 @@ class BlockExecutor(BatchExecutor):
             self.rows_per_block = self.table_density = conn.execute(sa.text(self.blocks.density())).scalar()
         hi = min(end, lo + next_block_count(limit, self.rows_per_block, self.last_blocks, self.table_density))
         self._range = (lo, hi)
-        return sa.text(self.blocks.batch()), self._params(cursor, lo, hi)
+        params = self._params(cursor, lo, hi)
+        scanned, needing = conn.execute(sa.text(self.blocks.probe()), params).one()
+        self._probed = (int(scanned), int(needing))
+        sql = self.blocks.batch() if needing else self.blocks.pass_over()
+        return sa.text(sql), {**params, "scanned": int(scanned)}
 
     def commits_own_transactions(self, size: int, per_transaction: int) -> bool:
         """A striped executor takes a whole batch's range at once and commits it in stripes of
@@ -96,10 +103,12 @@ class BlockExecutor(BatchExecutor):
         done: list[sa.Row[Any]] = []
         try:
             for stripe in range(self.range_stripes):
-                row = self._run_stripe(cursor, limit, timeouts, stripe, opens and not done)
+                row, whole = self._run_stripe(cursor, limit, timeouts, stripe, opens and not done)
                 if row is None:
                     return BatchResult(None, 0, 0, 0, time.monotonic() - started)
                 done.append(row)
+                if whole:
+                    break
         except sa.exc.DBAPIError as exc:
             if not is_data_error(exc):
                 raise
@@ -113,16 +122,25 @@ class BlockExecutor(BatchExecutor):
                            skipped=sum(r.skipped for r in done))
 
     def _run_stripe(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, stripe: int,
-                    opens: bool) -> sa.Row[Any] | None:
-        """One stripe in its own transaction (the first one sizes the range); None: no range left."""
-        last = stripe == self.range_stripes - 1
+                    opens: bool) -> tuple[sa.Row[Any] | None, bool]:
+        """One stripe in its own transaction, and whether the range is done with it. The first
+        sizes and probes the range: none (no range left: None), or the whole range at once
+        when at most one row in `range_stripes` needs the backfill (stripes would gain
+        nothing there)."""
         with self.engine.begin() as conn:
             self.begin_batch(conn, timeouts)
-            if stripe == 0 and self.next_statement(conn, cursor, limit) is None:
-                return None
+            if stripe == 0:
+                statement = self.next_statement(conn, cursor, limit)
+                if statement is None:
+                    return None, True
+                scanned, needing = self._probed
+                if needing * self.range_stripes <= scanned:
+                    return self._fenced(conn, statement[0].text, {**statement[1], "opens": int(opens)}), True
+            last = stripe == self.range_stripes - 1
             sql = self.blocks.batch(striped=True) if last else self.blocks.stripe()
             return self._fenced(conn, sql, {**self._params(cursor, *self._range), "opens": int(opens),
-                                            "stripes": self.range_stripes, "stripe": stripe})
+                                            "scanned": self._probed[0], "stripes": self.range_stripes,
+                                            "stripe": stripe}), last
 
     def _learn(self, scanned: int) -> None:
         lo, hi = self._range

@@ -51,13 +51,27 @@ class BlockSql:
         return f"(SELECT count(*) FROM {self.definition.qualified_table} s WHERE {where})"
 
     def batch(self, striped: bool = False) -> str:
-        """The batch statement over blocks [`:lo_tid`, `:hi_tid`); the cursor becomes `:hi`.
-        `striped`: only the range's last stripe (`:stripe` of `:stripes`, see
-        `backfills.stripes`), which counts the range's rows and moves the cursor."""
+        """The batch statement over blocks [`:lo_tid`, `:hi_tid`) whose `probe` counted
+        `:scanned` rows; the cursor becomes `:hi`. `striped`: only the range's last stripe
+        (`:stripe` of `:stripes`, see `backfills.stripes`), which moves the cursor."""
         rows = _IN_RANGE.format(a="t") + (f" AND {_IN_STRIPE}" if striped else "")
-        rng = RangeSql(bounds=f"SELECT CAST(:hi AS text) AS hi, {self._counted()} AS scanned",
+        rng = RangeSql(bounds="SELECT CAST(:hi AS text) AS hi, CAST(:scanned AS bigint) AS scanned",
                        rows=rows, cursor="jsonb_build_array(b.hi)")
         return update_batch(self.definition, row_locking(self.definition, self.key), self._scope("t"), rng)
+
+    def probe(self) -> str:
+        """The range's rows in scope (`scanned`) and how many of them still need the
+        backfill (`needing`): one read of the range, without row locks."""
+        where = " AND ".join([_IN_RANGE.format(a="t"), *self._scope("t")])
+        return (f"SELECT count(*) AS scanned, count(*) FILTER (WHERE {self.definition.needs}) AS needing "
+                f"FROM {self.definition.qualified_table} t WHERE {where}")
+
+    def pass_over(self) -> str:
+        """A range where no row needs the backfill: the cursor to `:hi`, `:scanned` rows
+        counted, nothing locked or written in the table; the result row of a batch."""
+        return f"""WITH progress AS ({self.advance()})
+SELECT jsonb_build_array(CAST(:hi AS text)) AS last_key, CAST(:scanned AS bigint) AS scanned, 0 AS changed,
+       0 AS rejected, 0 AS skipped, (SELECT count(*) FROM progress) AS fenced"""
 
     def stripe(self) -> str:
         """One stripe of the block range before its last: its rows changed and counted, the

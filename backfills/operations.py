@@ -23,6 +23,7 @@ from backfills.control import RunControl
 from backfills.definition import Backfill
 from backfills.keyset import KeyColumn, Scope, build
 from backfills.order import OrderChoice, OrderUnavailable, block_parts, choose_order, read_order_readings
+from backfills.stripes import read_indexed_columns, stripe_count, stripes_reason
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
@@ -148,9 +149,13 @@ def choose(conn: sa.Connection, definition: Backfill, key: Sequence[KeyColumn], 
             raise BadInput("--order physical cannot be used here: a copy backfill walks its source in key order")
         return OrderChoice("key", "key order: a copy backfill walks its source in key order")
     try:
-        return choose_order(options.order, read_order_readings(conn, definition, [k.name for k in key]))
+        choice = choose_order(options.order, read_order_readings(conn, definition, [k.name for k in key]))
     except OrderUnavailable as exc:
         raise BadInput(str(exc)) from None
+    if choice.order != "physical":
+        return choice
+    stripes = stripe_count(definition.kind, definition.sets, read_indexed_columns(conn, definition))
+    return OrderChoice(choice.order, f"{choice.reason}; {stripes_reason(stripes)}")
 
 
 def relation_blocks(conn: sa.Connection, definition: Backfill, key: Sequence[KeyColumn]) -> int:

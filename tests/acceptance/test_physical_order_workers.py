@@ -160,6 +160,11 @@ def test_order_is_chosen_reported_and_refused_where_it_cannot_work(settings: Set
     expect_exit(checked, 0, "check aois_status")
     assert "batch order: physical (physical order: the key's order is unrelated to the heap order" \
         in checked.stdout, checked.stdout
+    assert "an index covers a column it sets, so each block range is one transaction" in checked.stdout  # status
+    striped = cli(settings, "check", "aois_area_ha_numeric")
+    expect_exit(striped, 0, "check aois_area_ha_numeric")
+    assert "no index covers a column it sets, so each block range commits in 4 stripes" in striped.stdout, \
+        striped.stdout
     keyed = cli(settings, "check", "aois_status", "--order", "key")
     assert "batch order: key (key order was asked for (--order key))" in keyed.stdout, keyed.stdout
     bad = cli(settings, "check", "aois_status", "--order", "sideways")

@@ -161,8 +161,8 @@ def test_a_range_cut_short_between_its_stripes_is_done_again_from_the_first_with
     with engine.connect() as conn:
         key = read_key_columns(conn, definition)
     cut = BlockExecutor(engine, definition, key, Scope(), run_id, 0, stripes=HOT_STRIPES)
-    first = cut._run_stripe(None, 1000, TIMEOUTS, 0, opens=True)  # then the worker dies
-    assert first is not None and 0 < first.changed < 1000
+    first, whole = cut._run_stripe(None, 1000, TIMEOUTS, 0, opens=True)  # then the worker dies
+    assert first is not None and not whole and 0 < first.changed < 1000
     progress = rows(engine, "SELECT rows_processed, cursor FROM backfill.progress WHERE run_id = CAST(:r AS uuid)",
                     r=run_id)[0]
     assert (progress.rows_processed, progress.cursor) == (first.changed, None)  # counted; the range not passed

@@ -129,6 +129,18 @@ def test_stripe_statements_take_every_nth_line_pointer_and_only_the_last_moves_t
     assert "cursor = CAST(:expected AS jsonb)" in before and "CAST(0 AS bigint) AS scanned" in before
 
 
+def test_a_range_is_probed_first_and_passed_over_without_locks_when_nothing_in_it_needs_the_backfill() -> None:
+    sql = build_blocks(DEFN, (KeyColumn("id", "uuid"),), tenant="0b9c5a34-1111-4222-8333-444455556666")
+    probe = sql.probe()
+    assert "count(*) FILTER (WHERE t.x IS NULL) AS needing" in probe and "FOR " not in probe
+    assert 't."tenant_id" = CAST(:tenant AS uuid)' in probe and "t.ctid >= CAST(:lo_tid AS tid)" in probe
+    passed = sql.pass_over()
+    assert "things" not in passed and "FOR NO KEY UPDATE" not in passed  # the table is not touched
+    assert "cursor = jsonb_build_array(CAST(:hi AS text))" in passed
+    assert "p.cursor IS NOT DISTINCT FROM CAST(:expected AS jsonb)" in passed and "AS fenced" in passed
+    assert "CAST(:scanned AS bigint) AS scanned" in sql.batch()  # the probe's count, not a second read
+
+
 @pytest.mark.parametrize(("kind", "sets", "indexed", "stripes"), [
     ("update", {"x"}, {"id", "y"}, HOT_STRIPES),  # nothing it sets is indexed: HOT can work
     ("update", {"x", "y"}, {"id", "y"}, 1),  # an indexed column changes: every update adds index entries
