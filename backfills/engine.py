@@ -26,10 +26,7 @@ from backfills.guard_hook import ForegroundGuardHook
 from backfills.hooks import (CheckpointHook, ControlHook, Hook, KillSwitchHook, RateLimitHook, RowErrorLimitHook,
                              ShutdownFlag, ShutdownHook, SleepHook, SliceContext, Stop, StopKind, requested_stop,
                              write_checkpoint)
-from backfills.block_batch import BlockExecutor
-from backfills.definition import Backfill
-from backfills.error_keys import ErrorKeysExecutor
-from backfills.keyset import Scope
+from backfills.executors import executor_for
 from backfills.optimizer import halved
 from backfills.reasons import RETRY_REASONS, ThrottleReason
 from backfills.order import CLOSING_PASS_LIMIT, PassDecision
@@ -39,9 +36,8 @@ from backfills.throttle import AdaptiveBatchHook, HealthMonitor, ThrottleHook
 from backfills.revisit import CHUNK as REVISIT_CHUNK
 from backfills.revisit import PAUSE_SECONDS as REVISIT_PAUSE
 from backfills.revisit import Step, next_step, revisit_pass
-from backfills.runs import Progress, Run, RunStore
+from backfills.runs import Run, RunStore
 from backfills.states import RunState
-from backfills.stripes import read_indexed_columns, stripe_count
 from backfills.sub_batches import combine, sub_batch_limits
 from backfills.throttle_time import ThrottleTimeStore
 
@@ -146,7 +142,7 @@ class SliceRunner:
         deadline = time.monotonic() + self.slice_seconds
         hooks = self._hooks(control, lease, deadline)
         try:
-            executor = self._executor(run, part, definition)
+            executor = executor_for(self.engine, run, part, definition)
             stop = self._loop(ctx, executor, hooks, lease, control, deadline)
         except BatchFailed as exc:
             stop = Stop(StopKind.FAILED, str(exc))
@@ -187,23 +183,6 @@ class SliceRunner:
         monitor = ForegroundMonitor(probe, control.client, control.namespace, lambda: self.samplers.ensure(
             monitor.key, lambda: ProbeSampler(probe, control.client, monitor.key)))
         return monitor
-
-    def _executor(self, run: Run, part: int, definition: Backfill) -> BatchExecutor:
-        progress = run.parts[part]
-        with self.engine.connect() as conn:
-            key = read_key_columns(conn, definition)
-            indexed = read_indexed_columns(conn, definition) if run.order == "physical" else set()
-        if run.parent_run_id is not None and definition.into is None:
-            scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id)
-            return ErrorKeysExecutor(self.engine, definition, key, scope, run.id, part)
-        if run.order == "physical":
-            lower, upper = block_bounds(progress)
-            stripes = stripe_count(definition.kind, definition.sets, indexed)
-            return BlockExecutor(self.engine, definition, key, Scope(tenant=run.tenant), run.id, part, lower, upper,
-                                 stripes)
-        scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id,
-                      upper=tuple(progress.upper_key) if progress.upper_key else None)
-        return BatchExecutor(self.engine, definition, key, scope, run.id, part)
 
     def _loop(self, ctx: SliceContext, executor: BatchExecutor, hooks: list[Hook], lease: Lease,
               control: RunControl, deadline: float) -> Stop | _Finished | None:
@@ -397,13 +376,3 @@ class SliceRunner:
         self.store.transition(run.id, RunState.COMPLETED_WITH_ERRORS,
                               expected=[RunState.RUNNING, RunState.COMPLETED_WITH_ERRORS], error=message)
         return SliceOutcome.DONE
-
-
-def block_bounds(progress: Progress) -> tuple[int, int | None]:
-    """The block range [lower, upper) of a physical part's current pass: its own range
-    in the first pass, the whole table in a closing pass."""
-    if progress.closing_pass > 0:
-        return 0, None
-    lower = int(progress.lower_key[0]) if progress.lower_key else 0
-    return lower, int(progress.upper_key[0]) if progress.upper_key else None
-
