@@ -54,6 +54,7 @@ class BlockExecutor(BatchExecutor):
         self.last_blocks: int | None = None
         self._range: tuple[int, int] = (lower, lower)
         self._probed: tuple[int, int] = (0, 0)  # the range's rows, and those that need the backfill
+        self._carried: list[sa.Row[Any]] = []  # stripes committed before a failure, not yet reported
 
     def _start(self, cursor: list[str] | None) -> int:
         return int(cursor[0]) if cursor else self.lower
@@ -96,11 +97,15 @@ class BlockExecutor(BatchExecutor):
         return True
 
     def run(self, cursor: list[str] | None, limit: int, timeouts: Timeouts, opens: bool = True) -> BatchResult:
-        """The next block range after `cursor`, in one transaction or one per stripe."""
+        """The next block range after `cursor`, in one transaction or one per stripe. Stripes
+        committed before a failure that is retried (a lock timeout, a lost connection) are
+        added to the next result: the retry does the range again from its first stripe, where
+        the rows already done no longer count, and the batch is counted once."""
         if self.stripes == 1:
             return super().run(cursor, limit, timeouts, opens)
         started = time.monotonic()
-        done: list[sa.Row[Any]] = []
+        done: list[sa.Row[Any]] = list(self._carried)
+        opens = opens and not done
         try:
             for stripe in range(self.range_stripes):
                 row, whole = self._run_stripe(cursor, limit, timeouts, stripe, opens and not done)
@@ -111,11 +116,14 @@ class BlockExecutor(BatchExecutor):
                     break
         except sa.exc.DBAPIError as exc:
             if not is_data_error(exc):
+                self._carried = done
                 raise
+            self._carried = []
             split = self._bisect_range(cursor, timeouts, exc, started, opens and not done)
             return BatchResult(split.last_key, split.scanned, split.changed + sum(r.changed for r in done),
                                split.rejected + sum(r.rejected for r in done), split.seconds, split=True,
                                skipped=split.skipped + sum(r.skipped for r in done))
+        self._carried = []
         self._committed(done[-1])
         return BatchResult(list(done[-1].last_key), done[-1].scanned, sum(r.changed for r in done),
                            sum(r.rejected for r in done), time.monotonic() - started,

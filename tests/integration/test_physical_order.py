@@ -173,6 +173,39 @@ def test_a_range_cut_short_between_its_stripes_is_done_again_from_the_first_with
                   r=run_id) == 3000
 
 
+class _FailsOnceInItsThirdStripe(BlockExecutor):
+    """A connection lost in the third stripe of the first range, once."""
+
+    failed = False
+
+    def _run_stripe(self, cursor: list[str] | None, limit: int, timeouts: Any, stripe: int,
+                    opens: bool) -> Any:
+        if stripe == 2 and not self.failed:
+            self.failed = True
+            raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        return super()._run_stripe(cursor, limit, timeouts, stripe, opens)
+
+
+def test_stripes_committed_before_a_retried_failure_are_reported_with_the_retry_and_counted_once(
+        engine: sa.Engine) -> None:
+    table, definition = _things(engine, 3000)
+    run_id = _physical_run(engine, definition, 1000)
+    with engine.connect() as conn:
+        key = read_key_columns(conn, definition)
+    executor = _FailsOnceInItsThirdStripe(engine, definition, key, Scope(), run_id, 0, stripes=HOT_STRIPES)
+    with pytest.raises(sa.exc.OperationalError):
+        executor.run(None, 1000, TIMEOUTS)
+    done_before = scalar(engine, "SELECT rows_processed FROM backfill.progress WHERE run_id = CAST(:r AS uuid)",
+                         r=run_id)
+    assert done_before > 0  # two stripes committed
+    results = list(drain(executor, 1000))  # the retry, then the rest
+    assert sum(r.changed for r in results) == 3000  # what the first attempt committed is reported too
+    progress = rows(engine, "SELECT rows_processed, batches FROM backfill.progress WHERE run_id = CAST(:r AS uuid)",
+                    r=run_id)[0]
+    assert progress.rows_processed == 3000 and progress.batches == len(results) - 1  # the range counted once
+    assert scalar(engine, f"SELECT count(*) FROM {table} WHERE x IS NULL OR visits <> 1") == 0
+
+
 def test_updates_of_striped_ranges_mostly_stay_on_their_pages(engine: sa.Engine) -> None:
     table, definition = _things(engine, 20_000)
     pages = scalar(engine, f"SELECT pg_relation_size('{table}') / 8192")
