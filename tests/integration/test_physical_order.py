@@ -154,12 +154,17 @@ def test_bisection_isolates_exactly_the_bad_rows_of_a_block_range(engine: sa.Eng
 
 # -- stripes -------------------------------------------------------------------------------
 
-def test_a_range_cut_short_between_its_stripes_is_done_again_from_the_first_with_exact_counters(
-        engine: sa.Engine) -> None:
-    table, definition = _things(engine, 3000)
+def _striped_setup(engine: sa.Engine, n: int) -> tuple[str, Backfill, Any, str]:
+    """A table of `n` rows, its definition and key, and a physical run of 1000-row batches."""
+    table, definition = _things(engine, n)
     run_id = _physical_run(engine, definition, 1000)
     with engine.connect() as conn:
-        key = read_key_columns(conn, definition)
+        return table, definition, read_key_columns(conn, definition), run_id
+
+
+def test_a_range_cut_short_between_its_stripes_is_done_again_from_the_first_with_exact_counters(
+        engine: sa.Engine) -> None:
+    table, definition, key, run_id = _striped_setup(engine, 3000)
     cut = BlockExecutor(engine, definition, key, Scope(), run_id, 0, stripes=HOT_STRIPES)
     first, whole = cut._run_stripe(None, 1000, TIMEOUTS, 0, opens=True)  # then the worker dies
     assert first is not None and not whole and 0 < first.changed < 1000
@@ -188,10 +193,7 @@ class _FailsOnceInItsThirdStripe(BlockExecutor):
 
 def test_stripes_committed_before_a_retried_failure_are_reported_with_the_retry_and_counted_once(
         engine: sa.Engine) -> None:
-    table, definition = _things(engine, 3000)
-    run_id = _physical_run(engine, definition, 1000)
-    with engine.connect() as conn:
-        key = read_key_columns(conn, definition)
+    table, definition, key, run_id = _striped_setup(engine, 3000)
     executor = _FailsOnceInItsThirdStripe(engine, definition, key, Scope(), run_id, 0, stripes=HOT_STRIPES)
     with pytest.raises(sa.exc.OperationalError):
         executor.run(None, 1000, TIMEOUTS)
