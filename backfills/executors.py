@@ -12,7 +12,7 @@ from backfills.definition import Backfill
 from backfills.error_keys import ErrorKeysExecutor
 from backfills.keyset import Scope
 from backfills.runs import Progress, Run
-from backfills.stripes import read_indexed_columns, stripe_count
+from backfills.stripes import read_stripe_count
 
 __all__ = ["executor_for", "block_bounds"]
 
@@ -22,13 +22,12 @@ def executor_for(engine: sa.Engine, run: Run, part: int, definition: Backfill) -
     progress = run.parts[part]
     with engine.connect() as conn:
         key = read_key_columns(conn, definition)
-        indexed = read_indexed_columns(conn, definition) if run.order == "physical" else set()
+        stripes = read_stripe_count(conn, definition) if run.order == "physical" else 1
     if run.parent_run_id is not None and definition.into is None:
         scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id)
         return ErrorKeysExecutor(engine, definition, key, scope, run.id, part)
     if run.order == "physical":
         lower, upper = block_bounds(progress)
-        stripes = stripe_count(definition.kind, definition.sets, indexed)
         return BlockExecutor(engine, definition, key, Scope(tenant=run.tenant), run.id, part, lower, upper, stripes)
     scope = Scope(tenant=run.tenant, parent_run=run.parent_run_id,
                   upper=tuple(progress.upper_key) if progress.upper_key else None)

@@ -23,7 +23,7 @@ from backfills.control import RunControl
 from backfills.definition import Backfill
 from backfills.keyset import KeyColumn, Scope, build
 from backfills.order import OrderChoice, OrderUnavailable, block_parts, choose_order, read_order_readings
-from backfills.stripes import read_indexed_columns, stripe_count, stripes_reason
+from backfills.stripes import read_stripe_count, stripes_reason
 from backfills.partitions import part_ranges, read_bounds
 from backfills.registry import Registry
 from backfills.runs import Run, RunOptions, RunStore
@@ -154,8 +154,7 @@ def choose(conn: sa.Connection, definition: Backfill, key: Sequence[KeyColumn], 
         raise BadInput(str(exc)) from None
     if choice.order != "physical":
         return choice
-    stripes = stripe_count(definition.kind, definition.sets, read_indexed_columns(conn, definition))
-    return OrderChoice(choice.order, f"{choice.reason}; {stripes_reason(stripes)}")
+    return OrderChoice(choice.order, f"{choice.reason}; {stripes_reason(read_stripe_count(conn, definition))}")
 
 
 def relation_blocks(conn: sa.Connection, definition: Backfill, key: Sequence[KeyColumn]) -> int:

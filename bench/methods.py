@@ -17,12 +17,10 @@ from dataclasses import dataclass
 
 import psycopg
 
-from backfills.batch import BatchExecutor, Timeouts, read_key_columns
-from backfills.block_batch import BlockExecutor
-from backfills.keyset import Scope
+from backfills.batch import Timeouts
+from backfills.executors import executor_for
 from backfills.registry import Registry
 from backfills.runs import RunOptions, RunStore
-from backfills.stripes import read_indexed_columns, stripe_count
 from bench import harness
 from core.db import create_db_engine
 from core.settings import Settings
@@ -174,11 +172,7 @@ def bare_loop(url: str, backfill: str, batch_size: int = 10_000, physical: bool 
     definition = Registry.discover().get(backfill)
     order = "physical" if physical else "key"
     run = RunStore(engine).create(backfill, RunOptions(batch_size=batch_size, sleep=0, order=order), order=order)
-    with engine.connect() as conn:
-        key = read_key_columns(conn, definition)
-        stripes = stripe_count(definition.kind, definition.sets, read_indexed_columns(conn, definition))
-    executor = (BlockExecutor(engine, definition, key, Scope(), run.id, 0, stripes=stripes) if physical
-                else BatchExecutor(engine, definition, key, Scope(), run.id, 0))
+    executor = executor_for(engine, run, 0, definition)
     durations: list[float] = []
     rows, cursor = 0, None
     started = time.perf_counter()
